@@ -1,0 +1,39 @@
+"""Numerical derivative helpers for the tests: central differences in float64, relative error."""
+
+import numpy as np
+
+
+def rel_error(a, b) -> float:
+    """max |a − b| / max(|a|, |b|, tiny): a scale-free error over the whole array."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-300))
+
+
+def numerical_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """∇f(x) of a scalar function by central differences; x is perturbed in place and restored."""
+    g = np.zeros_like(x, dtype=np.float64)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f(x)
+        flat[i] = old - eps
+        fm = f(x)
+        flat[i] = old
+        gflat[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+def numerical_jvp(f, x: np.ndarray, v: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Directional derivative (f(x + εv) − f(x − εv)) / 2ε of an array-valued f."""
+    return (np.asarray(f(x + eps * v)) - np.asarray(f(x - eps * v))) / (2 * eps)
+
+
+def numerical_jacobian(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """J[i, j] = ∂f_i/∂x_j of a flat-vector function by central differences."""
+    cols = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = 1.0
+        cols.append(numerical_jvp(f, x, e, eps).reshape(-1))
+    return np.stack(cols, axis=1)

@@ -1,0 +1,161 @@
+"""Policies: surrogate gradient and Fisher-vector product against independent numerical oracles."""
+
+import numpy as np
+import pytest
+
+from tests.gradcheck import numerical_grad, numerical_jacobian, numerical_jvp, rel_error
+from trpo_np.distributions import Categorical, DiagGaussian
+from trpo_np.nn import ShapeError, atari_cnn, mlp
+from trpo_np.policy import Policy, TRPOBatch, single_path_objective
+
+
+def mlp_gaussian(n=5):
+    rng = np.random.default_rng(0)
+    pol = Policy(mlp(4, (6, 5), 3, out_gain=1.0, dtype=np.float64).init(rng), DiagGaussian(3))
+    pol.theta[:] += 0.2 * rng.standard_normal(pol.size)
+    return pol, rng.standard_normal((n, 4))
+
+
+def mlp_categorical(n=5):
+    rng = np.random.default_rng(1)
+    pol = Policy(mlp(4, (6,), 3, out_gain=1.0, dtype=np.float64).init(rng), Categorical(3))
+    pol.theta[:] += 0.2 * rng.standard_normal(pol.size)
+    return pol, rng.standard_normal((n, 4))
+
+
+def cnn_categorical(n=3):
+    rng = np.random.default_rng(2)
+    pol = Policy(atari_cnn((10, 10, 2), 4, dtype=np.float64).init(rng), Categorical(4), obs_scale=1 / 255)
+    return pol, rng.integers(0, 256, size=(n, 10, 10, 2)).astype(np.uint8)
+
+
+def tiny_gaussian(n=3):
+    rng = np.random.default_rng(3)
+    pol = Policy(mlp(2, (3,), 2, out_gain=1.0, dtype=np.float64).init(rng), DiagGaussian(2))
+    pol.theta[:] += 0.3 * rng.standard_normal(pol.size)
+    return pol, rng.standard_normal((n, 2))
+
+
+POLICIES = [mlp_gaussian, mlp_categorical, cnn_categorical]
+
+
+def make_batch(make, damping=0.0):
+    pol, obs = make()
+    rng = np.random.default_rng(7)
+    act, logp_old = pol.act(obs, rng)
+    adv = rng.standard_normal(len(obs))
+    # evaluate the surrogate away from θ_old, where the ratio is not 1
+    theta_old = pol.theta.copy()
+    pol.theta[:] += 0.05 * rng.standard_normal(pol.size)
+    batch = TRPOBatch(pol, obs, act, single_path_objective(logp_old, adv), damping=damping)
+    return pol, batch, theta_old
+
+
+@pytest.mark.parametrize("make", POLICIES)
+def test_surrogate_gradient_against_central_differences(make):
+    pol, batch, _ = make_batch(make)
+    L, g = batch.loss_and_grad()
+    theta = pol.theta.copy()
+    num = numerical_grad(lambda t: batch.evaluate(t)[0], theta.copy())
+    pol.theta[:] = theta
+    assert abs(L - batch.evaluate(theta)[0]) < 1e-12
+    assert rel_error(g, num) < 1e-6
+
+
+@pytest.mark.parametrize("make", POLICIES)
+def test_fvp_is_the_derivative_of_the_mean_kl_gradient(make):
+    """F v = d/dε ∇ KL̄(θ_old, θ_old + εv) at ε = 0 (central difference of the exact gradient)."""
+    pol, obs = make()
+    act, logp_old = pol.act(obs, np.random.default_rng(8))
+    batch = TRPOBatch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.0)
+    theta_old = pol.theta.copy()
+    v = np.random.default_rng(9).standard_normal(pol.size)
+    fv = batch.fvp(v)
+    num = numerical_jvp(batch.mean_kl_grad, theta_old, v, eps=1e-5)
+    assert rel_error(fv, num) < 1e-4
+    assert np.allclose(batch.mean_kl_grad(theta_old), 0, atol=1e-12)  # KL is minimal at θ_old
+
+
+@pytest.mark.parametrize("make", [tiny_gaussian, mlp_categorical])
+def test_fvp_against_explicit_jt_m_j(make):
+    """On a tiny net: F = (1/N) Σ_n J_nᵀ M_n J_n with J from finite differences, M from closed forms."""
+    pol, obs = make()
+    n = len(obs)
+    act, logp_old = pol.act(obs, np.random.default_rng(1))
+    batch = TRPOBatch(pol, obs, act, single_path_objective(logp_old, np.ones(n)), damping=0.0)
+    theta_old = pol.theta.copy()
+
+    def params_flat(t):
+        pol.theta[:] = t
+        p, _ = pol.params(pol.preprocess(obs))
+        pol.theta[:] = theta_old
+        if len(p) == 2:
+            return np.concatenate([p[0], np.broadcast_to(p[1], p[0].shape)], axis=1)  # (n, 2a)
+        return p[0]
+
+    J = numerical_jacobian(params_flat, theta_old).reshape(n, -1, pol.size)
+    p, _ = pol.params(pol.preprocess(obs))
+    F = np.zeros((pol.size, pol.size))
+    for i in range(n):  # build M_n explicitly, column by column from the closed form
+        k = J.shape[1]
+        M = np.zeros((k, k))
+        for j in range(k):
+            e = np.zeros((1, k))
+            e[0, j] = 1
+            pi = tuple(x[i:i + 1] if x.ndim == 2 else x for x in p)
+            if len(p) == 2:
+                a = k // 2
+                mu = pol.dist.fisher(pi, (e[:, :a], e[:, a:]))
+                M[:, j] = np.concatenate([mu[0].ravel(), mu[1].ravel()])
+            else:
+                M[:, j] = pol.dist.fisher(pi, (e,))[0].ravel()
+        F += J[i].T @ M @ J[i] / n
+    v = np.random.default_rng(2).standard_normal(pol.size)
+    assert rel_error(batch.fvp(v), F @ v) < 1e-6
+
+
+@pytest.mark.parametrize("make", POLICIES)
+def test_fvp_symmetric_and_positive_semidefinite(make):
+    pol, obs = make()
+    act, logp_old = pol.act(obs, np.random.default_rng(3))
+    batch = TRPOBatch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.0)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        u, v = rng.standard_normal(pol.size), rng.standard_normal(pol.size)
+        uFv, vFu = u @ batch.fvp(v), v @ batch.fvp(u)
+        assert abs(uFv - vFu) < 1e-10 * max(abs(uFv), 1.0)
+        assert v @ batch.fvp(v) >= -1e-12
+    damped = TRPOBatch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.1)
+    assert rel_error(damped.fvp(v), batch.fvp(v) + 0.1 * v) < 1e-12
+
+
+def test_fvp_subsample_uses_a_subset_of_states():
+    pol, obs = mlp_categorical(n=40)
+    act, logp_old = pol.act(obs, np.random.default_rng(5))
+    obj = single_path_objective(logp_old, np.ones(40))
+    sub = TRPOBatch(pol, obs, act, obj, damping=0.0, fvp_fraction=0.25, rng=np.random.default_rng(6))
+    assert len(sub.f_x) == 10
+    idx = [int(np.argmin(np.abs(pol.preprocess(obs) - row).sum(1))) for row in sub.f_x]
+    full_on_subset = TRPOBatch(pol, obs[idx], act[idx], obj, damping=0.0)
+    v = np.random.default_rng(7).standard_normal(pol.size)
+    assert rel_error(sub.fvp(v), full_on_subset.fvp(v)) < 1e-12
+    with pytest.raises(ValueError, match="rng"):
+        TRPOBatch(pol, obs, act, obj, fvp_fraction=0.5)
+
+
+def test_policy_rejects_bad_observations():
+    pol, obs = mlp_gaussian()
+    bad = obs.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="observation 2 .*NaN"):
+        pol.act(bad, np.random.default_rng(0))
+    with pytest.raises(ShapeError, match=r"\(5, 3\).*\(4,\)"):
+        pol.act(obs[:, :3], np.random.default_rng(0))
+    with pytest.raises(ShapeError, match="dtype"):
+        pol.act(obs.astype(str), np.random.default_rng(0))
+
+
+def test_deterministic_act_is_the_mode():
+    pol, obs = mlp_gaussian()
+    a, _ = pol.act(obs, np.random.default_rng(0), deterministic=True)
+    assert np.allclose(a, pol.params(pol.preprocess(obs))[0][0])

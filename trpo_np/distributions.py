@@ -1,0 +1,135 @@
+"""Action distributions: log-likelihood, entropy, KL, their derivatives, and the Fisher metric.
+
+A distribution is described by its parameters ``p`` (a tuple of arrays, output by the policy
+network); each class gives closed forms for
+
+- ``logp(p, a)`` and ``dlogp(p, a, w)``: log π(a|s) and the cotangent ``Σ_n w_n ∂logπ_n/∂p``,
+- ``kl(p_old, p)`` = KL(π_old ‖ π) per state, and ``dkl(p_old, p)``, its derivative in ``p``,
+- ``entropy(p)``, ``sample(p, rng)``, ``mode(p)``,
+- ``fisher(p, u) = M u``: the Hessian of ``kl(p_old, ·)`` at ``p = p_old`` times a tangent ``u``.
+  This is the Fisher information of the distribution in its own parameters; with the network
+  Jacobian J it gives the policy's Fisher matrix F = (1/N) Σ_n J_nᵀ M_n J_n (paper App. C).
+
+Diagonal Gaussian, p = (mean m: (n, a), log-std ℓ: (a,)) with a state-independent log-std, as
+in the paper's continuous-control policy (Sec. 8.1): ``M [u_m; u_ℓ] = [u_m / σ²; 2 u_ℓ]``.
+Categorical on logits z: (n, k), π = softmax(z): ``M u = π ⊙ u − π (πᵀ u)``.
+
+References:
+    Schulman et al. (2015), Trust Region Policy Optimization, arXiv 1502.05477, App. C.
+    Martens (2020), New insights and perspectives on the natural gradient method, arXiv 1412.1193.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class DiagGaussian:
+    """π(a|s) = N(a; m(s), diag(σ²)), σ = exp(ℓ), ℓ a free parameter vector of size ``dim``."""
+
+    discrete = False
+
+    def __init__(self, dim: int):
+        self.dim = int(dim)
+
+    def logp(self, p, a):
+        m, logstd = p
+        z = (a - m) * np.exp(-logstd)
+        return -0.5 * np.sum(z * z, axis=1) - np.sum(logstd) - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def dlogp(self, p, a, w):
+        """Cotangents (dm: (n, a), dℓ: (a,)) of Σ_n w_n log π(a_n | s_n)."""
+        m, logstd = p
+        z = (a - m) * np.exp(-logstd)
+        dm = w[:, None] * z * np.exp(-logstd)  # ∂/∂m = (a − m) / σ²
+        dlogstd = np.sum(w[:, None] * (z * z - 1.0), axis=0)  # ∂/∂ℓ = z² − 1
+        return dm, dlogstd
+
+    def kl(self, p_old, p):
+        """KL(N_old ‖ N) per state: Σ_i ℓ_i − ℓ_old,i + (σ_old² + (m_old − m)²) / (2σ²) − 1/2."""
+        m0, l0 = p_old
+        m1, l1 = p
+        var1 = np.exp(2 * l1)
+        return np.sum(l1 - l0 + (np.exp(2 * l0) + (m0 - m1) ** 2) / (2 * var1) - 0.5, axis=1)
+
+    def dkl(self, p_old, p, w):
+        """Cotangents of Σ_n w_n KL(p_old,n ‖ p_n) with respect to p."""
+        m0, l0 = p_old
+        m1, l1 = p
+        inv_var1 = np.exp(-2 * l1)
+        dm = w[:, None] * (m1 - m0) * inv_var1
+        dl = np.sum(w[:, None] * (1.0 - (np.exp(2 * l0) + (m0 - m1) ** 2) * inv_var1), axis=0)
+        return dm, dl
+
+    def entropy(self, p):
+        m, logstd = p
+        h = np.sum(logstd) + 0.5 * self.dim * (1.0 + math.log(2 * math.pi))
+        return np.full(m.shape[0], h, dtype=m.dtype)
+
+    def fisher(self, p, u):
+        """M u at p: ``[u_m / σ²; 2 u_ℓ]`` with u_m: (n, a), u_ℓ: (n, a) or (a,)."""
+        _, logstd = p
+        um, ul = u
+        return um * np.exp(-2 * logstd), 2.0 * ul
+
+    def sample(self, p, rng: np.random.Generator):
+        m, logstd = p
+        return m + np.exp(logstd) * rng.standard_normal(m.shape).astype(m.dtype, copy=False)
+
+    def mode(self, p):
+        return p[0]
+
+
+class Categorical:
+    """π(a|s) = softmax(z(s))_a over ``n`` actions; parameters p = (logits z: (n, k),)."""
+
+    discrete = True
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    @staticmethod
+    def log_softmax(z):
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def probs(self, p):
+        return np.exp(self.log_softmax(p[0]))
+
+    def logp(self, p, a):
+        return np.take_along_axis(self.log_softmax(p[0]), a.reshape(-1, 1).astype(np.intp), axis=1)[:, 0]
+
+    def dlogp(self, p, a, w):
+        """∂ log π_a / ∂z = onehot(a) − π, weighted by w_n."""
+        d = -self.probs(p)
+        d[np.arange(d.shape[0]), a.astype(np.intp)] += 1.0
+        return (w[:, None] * d,)
+
+    def kl(self, p_old, p):
+        lp0, lp1 = self.log_softmax(p_old[0]), self.log_softmax(p[0])
+        return np.sum(np.exp(lp0) * (lp0 - lp1), axis=1)
+
+    def dkl(self, p_old, p, w):
+        """∂/∂z KL(π_old ‖ softmax(z)) = π − π_old."""
+        return (w[:, None] * (self.probs(p) - self.probs(p_old)),)
+
+    def entropy(self, p):
+        lp = self.log_softmax(p[0])
+        return -np.sum(np.exp(lp) * lp, axis=1)
+
+    def fisher(self, p, u):
+        """M u = π ⊙ u − π (πᵀ u): the Hessian of the KL in the logits."""
+        pi = self.probs(p)
+        (uz,) = u
+        return (pi * uz - pi * np.sum(pi * uz, axis=1, keepdims=True),)
+
+    def sample(self, p, rng: np.random.Generator):
+        """Inverse-CDF sampling, vectorized over the batch."""
+        cdf = np.cumsum(self.probs(p), axis=1)
+        u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
+        return np.minimum((u > cdf).sum(axis=1), self.n - 1)
+
+    def mode(self, p):
+        return np.argmax(p[0], axis=1)

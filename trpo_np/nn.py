@@ -1,0 +1,336 @@
+"""Layers and networks with reverse-mode (backprop) and forward-mode (R-operator) derivatives.
+
+Every layer maps a batch ``x`` to ``y = f(x; w)`` and offers three passes:
+
+- ``forward(x, w) -> (y, cache)``
+- ``backward(dy, cache, w, dw) -> dx``: the vector-Jacobian product. Parameter cotangents
+  ``dL/dw`` are written into the views ``dw``; the input cotangent is returned.
+- ``jvp(rx, cache, w, rw) -> ry``: the Jacobian-vector product ``R{y} = ∂y/∂x R{x} + ∂y/∂w R{w}``
+  (Pearlmutter's R-operator). ``rx = None`` means the input is data (``R{x} = 0``).
+
+Forward-mode rules, next to each layer:  dense ``R{y} = R{x} W + x R{W} + R{b}``;
+tanh ``R{h} = (1 - h²) ⊙ R{z}``; ReLU ``R{h} = 1[z > 0] ⊙ R{z}``; conv via im2col
+``R{Y} = im2col(R{x}) W + cols R{W} + R{b}``, reusing the forward's ``cols``.
+
+A :class:`Sequential` keeps all parameters in one flat vector ``theta``; its layout gives
+per-layer views of *any* flat vector of that size, so ``theta``, a gradient ``g``, a CG
+direction ``v`` and ``F v`` share one indexing. Caches are explicit values, not layer state,
+so a Fisher-vector product can keep the forward cache at θ_old while other passes run.
+
+Image layout is NHWC (batch, height, width, channels), the layout of Atari frame stacks.
+
+References:
+    Pearlmutter (1994), Fast exact multiplication by the Hessian.
+    Schraudolph (2002), Fast curvature matrix-vector products for second-order gradient descent.
+    Saxe et al. (2014), Exact solutions to the nonlinear dynamics of learning (orthogonal init).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+class ShapeError(ValueError):
+    """Input of the wrong shape or dtype for a layer or network."""
+
+
+class Layer:
+    """Base class. ``param_shapes`` is known at construction, so the flat layout is too."""
+
+    param_shapes: tuple[tuple[int, ...], ...] = ()
+
+    def __init__(self, in_shape: tuple[int, ...]):
+        self.in_shape = tuple(int(d) for d in in_shape)
+        self.out_shape = self.in_shape
+
+    def init_params(self, w: list[np.ndarray], rng: np.random.Generator) -> None:
+        """Fill the parameter views ``w`` in place (no-op for parameter-free layers)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(in={self.in_shape}, out={self.out_shape})"
+
+
+def orthogonal(shape: tuple[int, int], gain: float, rng: np.random.Generator) -> np.ndarray:
+    """Orthogonal matrix of ``shape`` scaled by ``gain`` (Saxe et al. 2014): QR of a Gaussian."""
+    rows, cols = shape
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))  # make the decomposition unique, so the law is uniform
+    if rows < cols:
+        q = q.T
+    return gain * q[:rows, :cols]
+
+
+class Dense(Layer):
+    """``y = x W + b``; x: (n, i), W: (i, o), b: (o,). Orthogonal init with ``gain``, b = 0."""
+
+    def __init__(self, in_shape, units: int, gain: float = math.sqrt(2.0)):
+        super().__init__(in_shape)
+        if len(self.in_shape) != 1:
+            raise ShapeError(f"Dense expects 1-D features per sample, got in_shape={self.in_shape}")
+        self.units, self.gain = int(units), float(gain)
+        self.out_shape = (self.units,)
+        self.param_shapes = ((self.in_shape[0], self.units), (self.units,))
+
+    def init_params(self, w, rng):
+        w[0][...] = orthogonal(self.param_shapes[0], self.gain, rng)
+        w[1][...] = 0.0
+
+    def forward(self, x, w):
+        W, b = w
+        return x @ W + b, x
+
+    def backward(self, dy, x, w, dw, need_dx=True):
+        W, _ = w
+        np.matmul(x.T, dy, out=dw[0])  # dW = xᵀ dy
+        np.sum(dy, axis=0, out=dw[1])  # db = Σ_n dy
+        return dy @ W.T if need_dx else None  # dx = dy Wᵀ
+
+    def jvp(self, rx, x, w, rw):
+        W, _ = w
+        rW, rb = rw
+        ry = x @ rW + rb  # x R{W} + R{b}
+        if rx is not None:
+            ry += rx @ W  # + R{x} W
+        return ry
+
+
+class Tanh(Layer):
+    """``h = tanh(z)``; dh/dz = 1 - h²."""
+
+    def forward(self, x, w):
+        h = np.tanh(x)
+        return h, h
+
+    def backward(self, dy, h, w, dw, need_dx=True):
+        return dy * (1.0 - h * h)
+
+    def jvp(self, rx, h, w, rw):
+        return None if rx is None else (1.0 - h * h) * rx  # R{h} = (1 - h²) ⊙ R{z}
+
+
+class ReLU(Layer):
+    """``h = max(z, 0)``; the derivative at 0 is taken as 0."""
+
+    def forward(self, x, w):
+        mask = x > 0
+        return x * mask, mask
+
+    def backward(self, dy, mask, w, dw, need_dx=True):
+        return dy * mask
+
+    def jvp(self, rx, mask, w, rw):
+        return None if rx is None else rx * mask  # R{h} = 1[z > 0] ⊙ R{z}
+
+
+class Flatten(Layer):
+    """(n, h, w, c) -> (n, h*w*c), C order."""
+
+    def __init__(self, in_shape):
+        super().__init__(in_shape)
+        self.out_shape = (int(np.prod(self.in_shape)),)
+
+    def forward(self, x, w):
+        return x.reshape(x.shape[0], -1), None
+
+    def backward(self, dy, cache, w, dw, need_dx=True):
+        return dy.reshape((dy.shape[0],) + self.in_shape)
+
+    def jvp(self, rx, cache, w, rw):
+        return None if rx is None else rx.reshape(rx.shape[0], -1)
+
+
+class Conv2d(Layer):
+    """Valid 2-D convolution (cross-correlation), NHWC, square ``kernel``, ``stride`` >= 1.
+
+    x: (n, H, W, C) -> y: (n, Ho, Wo, O) with Ho = (H - k) // s + 1. The weight is stored as a
+    matrix (C·k·k, O) in the (c, i, j) order of ``sliding_window_view``'s window axes, so that
+    im2col turns the convolution into one matmul: ``Y = cols W + b`` with
+    ``cols[(n, p, q), (c, i, j)] = x[n, s p + i, s q + j, c]``.
+    """
+
+    def __init__(self, in_shape, channels: int, kernel: int, stride: int = 1,
+                 gain: float = math.sqrt(2.0)):
+        super().__init__(in_shape)
+        if len(self.in_shape) != 3:
+            raise ShapeError(f"Conv2d expects (H, W, C) inputs, got in_shape={self.in_shape}")
+        H, W, C = self.in_shape
+        self.channels, self.kernel, self.stride, self.gain = int(channels), int(kernel), int(stride), gain
+        if self.stride < 1 or self.kernel < 1 or self.kernel > min(H, W):
+            raise ShapeError(f"Conv2d: bad kernel={kernel} / stride={stride} for input {self.in_shape}")
+        self.out_hw = ((H - self.kernel) // self.stride + 1, (W - self.kernel) // self.stride + 1)
+        self.out_shape = self.out_hw + (self.channels,)
+        self.param_shapes = ((C * self.kernel * self.kernel, self.channels), (self.channels,))
+
+    def init_params(self, w, rng):
+        w[0][...] = orthogonal(self.param_shapes[0], self.gain, rng)
+        w[1][...] = 0.0
+
+    def im2col(self, x):
+        """(n, H, W, C) -> (n·Ho·Wo, C·k·k), a copy."""
+        k, s = self.kernel, self.stride
+        win = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::s, ::s]  # (n, Ho, Wo, C, k, k)
+        return win.reshape(x.shape[0] * self.out_hw[0] * self.out_hw[1], -1)
+
+    def col2im(self, dcols, n):
+        """Adjoint of im2col: scatter-add (n·Ho·Wo, C·k·k) back to (n, H, W, C)."""
+        k, s = self.kernel, self.stride
+        Ho, Wo = self.out_hw
+        H, W, C = self.in_shape
+        dcols = dcols.reshape(n, Ho, Wo, C, k, k)
+        dx = np.zeros((n, H, W, C), dtype=dcols.dtype)
+        for i in range(k):  # loops over the kernel window only (k² slices), vectorized over n, p, q, c
+            for j in range(k):
+                dx[:, i:i + s * Ho:s, j:j + s * Wo:s, :] += dcols[:, :, :, :, i, j]
+        return dx
+
+    def forward(self, x, w):
+        Wm, b = w
+        cols = self.im2col(x)
+        y = cols @ Wm + b
+        return y.reshape((x.shape[0],) + self.out_shape), cols
+
+    def backward(self, dy, cols, w, dw, need_dx=True):
+        Wm, _ = w
+        n = dy.shape[0]
+        dy2 = dy.reshape(-1, self.channels)
+        np.matmul(cols.T, dy2, out=dw[0])  # dW = colsᵀ dY
+        np.sum(dy2, axis=0, out=dw[1])
+        return self.col2im(dy2 @ Wm.T, n) if need_dx else None
+
+    def jvp(self, rx, cols, w, rw):
+        Wm, _ = w
+        rW, rb = rw
+        ry = cols @ rW + rb  # cols R{W} + R{b}
+        if rx is not None:
+            ry += self.im2col(rx) @ Wm  # + im2col(R{x}) W
+        return ry.reshape((-1,) + self.out_shape)
+
+
+class Sequential:
+    """A stack of layers whose parameters live in one flat vector ``theta``.
+
+    ``views(vec)`` slices any flat vector of ``size`` into per-layer lists of arrays shaped like
+    the parameters; ``self.w`` are the views of ``self.theta``, so updating ``theta`` in place
+    updates every layer.
+    """
+
+    def __init__(self, layers: list[Layer], dtype=np.float64):
+        self.layers = layers
+        self.dtype = np.dtype(dtype)
+        if not np.issubdtype(self.dtype, np.floating):
+            raise TypeError(f"network dtype must be floating, got {self.dtype}")
+        for a, b in zip(layers, layers[1:]):
+            if a.out_shape != b.in_shape:
+                raise ShapeError(f"{a!r} outputs {a.out_shape} but {b!r} expects {b.in_shape}")
+        self.in_shape, self.out_shape = layers[0].in_shape, layers[-1].out_shape
+        self.offsets = []  # per layer: list of (start, stop, shape)
+        n = 0
+        for layer in layers:
+            blocks = []
+            for shape in layer.param_shapes:
+                size = int(np.prod(shape))
+                blocks.append((n, n + size, shape))
+                n += size
+            self.offsets.append(blocks)
+        self.size = n
+        self.bind(np.zeros(n, dtype=self.dtype))
+
+    def bind(self, theta: np.ndarray) -> None:
+        """Use ``theta`` (a flat array of ``size``, e.g. a slice of a policy's vector) as storage."""
+        if theta.dtype != self.dtype:
+            raise ShapeError(f"parameter vector dtype {theta.dtype} differs from the network's {self.dtype}")
+        self.theta = theta
+        self.w = self.views(theta)
+
+    def views(self, vec: np.ndarray) -> list[list[np.ndarray]]:
+        if vec.shape != (self.size,):
+            raise ShapeError(f"flat vector has shape {vec.shape}, network has {self.size} parameters")
+        return [[vec[a:b].reshape(shape) for a, b, shape in blocks] for blocks in self.offsets]
+
+    def init(self, rng: np.random.Generator) -> "Sequential":
+        for layer, w in zip(self.layers, self.w):
+            layer.init_params(w, rng)
+        return self
+
+    def check_input(self, x: np.ndarray) -> None:
+        if not isinstance(x, np.ndarray) or x.ndim != len(self.in_shape) + 1 or x.shape[1:] != self.in_shape:
+            shape = getattr(x, "shape", type(x).__name__)
+            raise ShapeError(f"{self.layers[0]!r}: input has shape {shape}, expected (batch,) + {self.in_shape}")
+        if x.dtype != self.dtype:
+            raise ShapeError(f"{self.layers[0]!r}: input dtype {x.dtype} differs from the network's {self.dtype}; "
+                             f"cast it first (x.astype({self.dtype.name}))")
+
+    def forward(self, x: np.ndarray):
+        """x: (n,) + in_shape -> (y: (n,) + out_shape, caches)."""
+        self.check_input(x)
+        caches = []
+        for layer, w in zip(self.layers, self.w):
+            x, cache = layer.forward(x, w)
+            caches.append(cache)
+        return x, caches
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)[0]
+
+    def backward(self, dy: np.ndarray, caches, out: np.ndarray | None = None) -> np.ndarray:
+        """Vector-Jacobian product: cotangent of the output (n,)+out_shape -> flat dθ (size,)."""
+        grad = np.zeros(self.size, dtype=self.dtype) if out is None else out
+        dws = self.views(grad)
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy = self.layers[i].backward(dy, caches[i], self.w[i], dws[i], need_dx=i > 0)
+        return grad
+
+    def jvp(self, v: np.ndarray, caches) -> np.ndarray:
+        """Jacobian-vector product in parameter space: flat v (size,) -> R{y}, (n,)+out_shape."""
+        rws = self.views(v.astype(self.dtype, copy=False))
+        r = None  # the input is data: R{x} = 0
+        for layer, cache, w, rw in zip(self.layers, caches, self.w, rws):
+            r = layer.jvp(r, cache, w, rw)
+        return r
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation: str = "tanh",
+        out_gain: float = 1.0, dtype=np.float64) -> Sequential:
+    """Dense-activation stack. Hidden layers: orthogonal init, gain √2; output layer: ``out_gain``
+    (0.01 for a policy mean so the initial policy is nearly state-independent, 1 for a value)."""
+    act = {"tanh": Tanh, "relu": ReLU}.get(activation)
+    if act is None:
+        raise ValueError(f"unknown activation {activation!r}; choose 'tanh' or 'relu'")
+    layers, shape = [], (int(in_dim),)
+    for h in hidden:
+        layers.append(Dense(shape, h))
+        layers.append(act(layers[-1].out_shape))
+        shape = layers[-1].out_shape
+    layers.append(Dense(shape, out_dim, gain=out_gain))
+    return Sequential(layers, dtype)
+
+
+def atari_cnn(in_shape: tuple[int, int, int], out_dim: int, kind: str = "paper",
+              out_gain: float = 1.0, dtype=np.float32) -> Sequential:
+    """Convolutional networks for stacked frames (NHWC).
+
+    ``paper``: the TRPO paper's policy (Sec. 8.2): two conv layers of 16 channels, stride 2
+    (4×4 kernels here), then 20 fully connected units, ReLU activations. On 42×42×4 inputs this
+    has about 31k parameters, close to the paper's "33,500".
+    ``nature``: the Nature-DQN torso (Mnih et al. 2015): 32 8×8/4, 64 4×4/2, 64 3×3/1, 512 units.
+    """
+    if kind == "paper":
+        spec, fc = [(16, 4, 2), (16, 4, 2)], 20
+    elif kind == "nature":
+        spec, fc = [(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512
+    else:
+        raise ValueError(f"unknown CNN kind {kind!r}; choose 'paper' or 'nature'")
+    layers, shape = [], tuple(in_shape)
+    for channels, kernel, stride in spec:
+        layers.append(Conv2d(shape, channels, kernel, stride))
+        layers.append(ReLU(layers[-1].out_shape))
+        shape = layers[-1].out_shape
+    layers.append(Flatten(shape))
+    layers.append(Dense(layers[-1].out_shape, fc))
+    layers.append(ReLU(layers[-1].out_shape))
+    layers.append(Dense(layers[-1].out_shape, out_dim, gain=out_gain))
+    return Sequential(layers, dtype)

@@ -1,0 +1,173 @@
+"""Stochastic policies π_θ(a|s): a network for the distribution parameters plus a distribution.
+
+The parameter vector θ is one flat array: the network's parameters, then (Gaussian only) the
+state-independent log-std ℓ. Its derivatives are assembled from the network's two passes:
+
+- gradient (reverse mode): ``∇_θ Φ = Jᵀ (∂Φ/∂p)`` with ``J = ∂p/∂θ`` (one backward pass);
+- Fisher-vector product (forward-over-reverse, paper App. C):
+  ``F v = (1/N) Σ_n J_nᵀ M_n J_n v`` — one jvp pass for ``J v``, the closed-form metric ``M`` of
+  the distribution, one backward pass for ``Jᵀ``. F is never formed; it is the Hessian of the
+  mean KL at θ_old, where the term with second derivatives of the network vanishes.
+
+:class:`TRPOBatch` binds a policy to a batch at θ_old and gives the three functions the TRPO
+step needs: the surrogate and its gradient, ``F v``, and ``(surrogate, mean KL)`` at a trial θ.
+
+References:
+    Schulman et al. (2015), Trust Region Policy Optimization, arXiv 1502.05477, eq. (14), App. C.
+    Schraudolph (2002), Fast curvature matrix-vector products.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .distributions import Categorical, DiagGaussian
+from .nn import Sequential, ShapeError
+
+
+class Policy:
+    """π_θ(a|s). ``obs_scale`` multiplies observations after casting (1/255 for uint8 frames)."""
+
+    def __init__(self, net: Sequential, dist: DiagGaussian | Categorical, obs_scale: float = 1.0):
+        self.net, self.dist, self.obs_scale = net, dist, obs_scale
+        self.dtype = net.dtype
+        self.obs_shape = net.in_shape
+        out = dist.dim if isinstance(dist, DiagGaussian) else dist.n
+        if net.out_shape != (out,):
+            raise ShapeError(f"policy network outputs {net.out_shape}, the distribution needs ({out},)")
+        extra = dist.dim if isinstance(dist, DiagGaussian) else 0  # log-std ℓ, initialised to 0 (σ = 1)
+        self.size = net.size + extra
+        theta = np.zeros(self.size, dtype=self.dtype)
+        theta[:net.size] = net.theta
+        self.theta = theta
+        net.bind(theta[:net.size])
+        self.logstd = theta[net.size:] if extra else None
+
+    # -- observations -------------------------------------------------------------------------
+    def preprocess(self, obs: np.ndarray) -> np.ndarray:
+        """Validate a batch of observations (n,) + obs_shape and cast it to the policy dtype."""
+        obs = np.asarray(obs)
+        if obs.shape[1:] != self.obs_shape or obs.ndim != len(self.obs_shape) + 1:
+            raise ShapeError(f"policy: observations have shape {obs.shape}, expected (batch,) + {self.obs_shape}")
+        if obs.dtype.kind not in "fiub":
+            raise ShapeError(f"policy: observations have dtype {obs.dtype}, expected a numeric dtype")
+        if obs.dtype.kind == "f" and not np.isfinite(obs).all():
+            bad = np.argwhere(~np.isfinite(obs.reshape(len(obs), -1)))[0]
+            raise ValueError(f"policy: observation {bad[0]} of the batch has a non-finite value "
+                             f"(NaN or inf) at feature {bad[1]}; check the environment")
+        x = obs.astype(self.dtype, copy=False)
+        return x * self.dtype.type(self.obs_scale) if self.obs_scale != 1.0 else x
+
+    # -- distribution parameters and their derivatives ----------------------------------------
+    def params(self, x: np.ndarray):
+        """Preprocessed observations -> (distribution parameters p, network caches)."""
+        y, caches = self.net.forward(x)
+        return ((y, self.logstd.copy()) if self.logstd is not None else (y,)), caches  # p is a snapshot
+
+    def vjp(self, caches, dp, out: np.ndarray | None = None) -> np.ndarray:
+        """Flat ∇_θ from cotangents ``dp`` of the distribution parameters (Jᵀ dp)."""
+        g = np.zeros(self.size, dtype=self.dtype) if out is None else out
+        self.net.backward(dp[0].astype(self.dtype, copy=False), caches, out=g[:self.net.size])
+        if self.logstd is not None:
+            dl = dp[1]
+            g[self.net.size:] = dl.sum(axis=0) if dl.ndim == 2 else dl
+        return g
+
+    def jvp(self, caches, v: np.ndarray, n: int):
+        """Tangents of the distribution parameters along θ-direction v (J v), per state."""
+        ry = self.net.jvp(v[:self.net.size], caches)
+        if self.logstd is None:
+            return (ry,)
+        return ry, np.broadcast_to(v[self.net.size:], (n, self.logstd.size))
+
+    # -- acting ---------------------------------------------------------------------------------
+    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False):
+        """Actions and their log-probabilities for a batch of observations."""
+        p, _ = self.params(self.preprocess(obs))
+        a = self.dist.mode(p) if deterministic else self.dist.sample(p, rng)
+        return a, self.dist.logp(p, a)
+
+    def logp(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        p, _ = self.params(self.preprocess(obs))
+        return self.dist.logp(p, act)
+
+
+def single_path_objective(logp_old: np.ndarray, adv: np.ndarray):
+    """Surrogate of eq. (14) with q = π_old: L(θ) = mean_n π_θ(a_n|s_n)/π_old(a_n|s_n) · A_n.
+
+    Returns Φ(logp) -> (L, ∂L/∂logp)."""
+    def objective(logp):
+        ratio = np.exp(logp - logp_old)
+        return np.mean(ratio * adv), ratio * adv / len(adv)
+    return objective
+
+
+class TRPOBatch:
+    """A policy bound to one batch at θ_old: the pieces of the TRPO step.
+
+    obs, act: the (state, action) pairs of the surrogate; ``objective(logp) -> (L, ∂L/∂logp)``.
+    kl_obs: the states over which the mean KL and F are taken (default: obs).
+    fvp_fraction: use a random subset of kl_obs for F (paper App. C uses 10% for Atari).
+    """
+
+    def __init__(self, policy: Policy, obs, act, objective: Callable, kl_obs=None,
+                 damping: float = 0.1, fvp_fraction: float = 1.0, rng: np.random.Generator | None = None):
+        self.policy, self.act, self.objective, self.damping = policy, act, objective, damping
+        self.theta_old = policy.theta.copy()
+        self.x = policy.preprocess(obs)
+        p, caches = policy.params(self.x)
+        self.logp_old = policy.dist.logp(p, act)
+        self.caches = caches
+        self.p = p
+        if kl_obs is None:
+            self.kl_x, self.p_old = self.x, p
+        else:
+            self.kl_x = policy.preprocess(kl_obs)
+            self.p_old = policy.params(self.kl_x)[0]
+        # Fisher states: a subset of kl_x, with its own forward cache at θ_old.
+        n = len(self.kl_x)
+        if fvp_fraction < 1.0:
+            m = max(1, int(round(fvp_fraction * n)))
+            if rng is None:
+                raise ValueError("TRPOBatch: fvp_fraction < 1 needs an rng to choose the Fisher states")
+            idx = np.sort(rng.choice(n, size=m, replace=False))
+            self.f_x = self.kl_x[idx]
+            self.f_p, self.f_caches = policy.params(self.f_x)
+        elif kl_obs is None:
+            self.f_x, self.f_p, self.f_caches = self.x, self.p, self.caches
+        else:
+            self.f_x = self.kl_x
+            self.f_p, self.f_caches = policy.params(self.f_x)
+
+    def loss_and_grad(self):
+        """L(θ_old) and g = ∇_θ L at θ_old (one backward pass over the forward cache)."""
+        L, dlogp = self.objective(self.logp_old)
+        dp = self.policy.dist.dlogp(self.p, self.act, dlogp)
+        return L, self.policy.vjp(self.caches, dp)
+
+    def fvp(self, v: np.ndarray) -> np.ndarray:
+        """(F + damping·I) v with F = (1/N) Σ_n J_nᵀ M_n J_n at θ_old (forward-over-reverse)."""
+        n = len(self.f_x)
+        u = self.policy.jvp(self.f_caches, v, n)            # J v
+        mu = self.policy.dist.fisher(self.f_p, u)           # M J v
+        mu = tuple(m / n for m in mu)                       # mean over states
+        return self.policy.vjp(self.f_caches, mu) + self.damping * v  # Jᵀ M J v + λ v
+
+    def evaluate(self, theta: np.ndarray):
+        """Set θ, return (L(θ), mean KL(π_old ‖ π_θ), mean entropy) on this batch."""
+        self.policy.theta[:] = theta
+        p, _ = self.policy.params(self.x)
+        L, _ = self.objective(self.policy.dist.logp(p, self.act))
+        if self.kl_x is not self.x:
+            p = self.policy.params(self.kl_x)[0]
+        kl = float(np.mean(self.policy.dist.kl(self.p_old, p)))  # D̄_KL(θ_old, θ), eq. (12)
+        return float(L), kl, float(np.mean(self.policy.dist.entropy(p)))
+
+    def mean_kl_grad(self, theta: np.ndarray) -> np.ndarray:
+        """∇_θ of the mean KL(π_old ‖ π_θ) over the Fisher states (for tests of F v)."""
+        self.policy.theta[:] = theta
+        p, caches = self.policy.params(self.f_x)
+        dp = self.policy.dist.dkl(self.f_p, p, np.full(len(self.f_x), 1.0 / len(self.f_x), dtype=self.policy.dtype))
+        return self.policy.vjp(caches, dp)
