@@ -1,0 +1,166 @@
+"""Environments: construction and validation, vectorization, observation/reward normalization,
+and simulator state save/restore for the vine sampler.
+
+Observation normalization keeps running mean and variance of raw observations (Chan et al.'s
+parallel update); the policy and value see ``clip((o − μ) / sqrt(σ² + ε), ±10)``. The statistics
+are updated from each sampled batch *after* the update, so they are frozen while a batch is
+collected and optimized, and saved with checkpoints. Optional reward scaling divides rewards by
+the running standard deviation of the discounted return (as in OpenAI baselines' VecNormalize).
+
+MuJoCo state = (qpos, qvel, act, time, warm-start accelerations, TimeLimit's elapsed steps):
+restoring it and replaying the same actions reproduces the same observations and rewards.
+
+References:
+    Chan, Golub & LeVeque (1979), Updating formulae and a pairwise algorithm for computing
+    sample variances.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from . import atari
+
+
+class EnvError(ValueError):
+    """A user-facing problem with an environment id or space."""
+
+
+def make_env(env_id: str, render_mode: str | None = None, **atari_kwargs) -> gym.Env:
+    """gym.make with clear errors; Atari ids (``ALE/...``) get the DQN preprocessing."""
+    if atari.is_atari_id(env_id):
+        return atari.make_atari_env(env_id, render_mode=render_mode, **atari_kwargs)
+    try:
+        env = gym.make(env_id, render_mode=render_mode)
+    except gym.error.Error as e:
+        raise EnvError(f"unknown environment id {env_id!r} ({e.__class__.__name__}: {e})") from e
+    except ImportError as e:  # e.g. MuJoCo or Box2D missing
+        raise EnvError(f"environment {env_id!r} needs a package that is not installed: {e}") from e
+    check_spaces(env_id, env.observation_space, env.action_space)
+    return env
+
+
+def check_spaces(env_id: str, obs_space, act_space) -> None:
+    if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)) or (
+            isinstance(act_space, gym.spaces.Box) and len(act_space.shape) != 1):
+        raise EnvError(f"{env_id}: unsupported action space {act_space}; "
+                       "trpo_np supports Box (1-D, Gaussian policy) and Discrete (categorical)")
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise EnvError(f"{env_id}: unsupported observation space {obs_space}; trpo_np supports Box")
+
+
+def is_image_space(space) -> bool:
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
+
+
+def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, **kwargs):
+    """num_envs copies, autoreset in the same step (the final observation is in info["final_obs"])."""
+    fns = [lambda: make_env(env_id, **kwargs) for _ in range(num_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if asynchronous:
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+
+
+class RunningMeanStd:
+    """Running mean and variance over the leading axis of batches, for observations or returns."""
+
+    def __init__(self, shape=(), clip: float = 10.0, eps: float = 1e-8):
+        self.mean = np.zeros(shape, dtype=np.float64)
+        self.var = np.ones(shape, dtype=np.float64)
+        self.count = 0.0
+        self.clip, self.eps = clip, eps
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        n = x.shape[0]
+        if n == 0:
+            return
+        b_mean, b_var = x.mean(axis=0), x.var(axis=0)
+        tot = self.count + n
+        delta = b_mean - self.mean
+        self.mean = self.mean + delta * n / tot
+        self.var = (self.var * self.count + b_var * n + delta ** 2 * self.count * n / tot) / tot
+        self.count = tot
+
+    def normalize(self, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+        if self.count == 0:
+            return np.clip(x, -self.clip, self.clip).astype(dtype)
+        z = (x - self.mean) / np.sqrt(self.var + self.eps)
+        return np.clip(z, -self.clip, self.clip).astype(dtype)
+
+    def state(self, prefix: str) -> dict:
+        return {f"{prefix}_mean": self.mean, f"{prefix}_var": self.var, f"{prefix}_count": np.array(self.count)}
+
+    def load(self, d: dict, prefix: str) -> None:
+        if d[f"{prefix}_mean"].shape != self.mean.shape:
+            raise EnvError(f"normalizer {prefix}: checkpoint shape {d[f'{prefix}_mean'].shape} "
+                           f"differs from {self.mean.shape}")
+        self.mean, self.var = d[f"{prefix}_mean"].copy(), d[f"{prefix}_var"].copy()
+        self.count = float(d[f"{prefix}_count"])
+
+
+class RewardScaler:
+    """Divide rewards by the running std of the discounted return G_t = γ G_{t−1} + r_t, per env."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.rms = RunningMeanStd(())
+        self.ret = np.zeros(num_envs)
+        self.gamma = gamma
+
+    def __call__(self, rew_e: np.ndarray, done_e: np.ndarray) -> np.ndarray:
+        self.ret = self.ret * self.gamma + rew_e
+        self.rms.update(self.ret)
+        self.ret[done_e] = 0.0
+        return rew_e / np.sqrt(self.rms.var + 1e-8)
+
+
+# -- simulator state for the vine method -----------------------------------------------------
+def is_ale(env) -> bool:
+    return hasattr(env.unwrapped, "ale")
+
+
+def _time_limit(env):
+    e = env
+    while isinstance(e, gym.Wrapper):
+        if isinstance(e, gym.wrappers.TimeLimit):
+            return e
+        e = e.env
+    return None
+
+
+def supports_state(env) -> bool:
+    u = env.unwrapped
+    return hasattr(u, "data") and hasattr(u, "model") or is_ale(env)
+
+
+def get_state(env):
+    """A snapshot from which ``set_state`` replays the env exactly (MuJoCo or Atari)."""
+    if is_ale(env):
+        return atari.get_state(env)
+    u = env.unwrapped
+    if not (hasattr(u, "data") and hasattr(u, "model")):
+        raise EnvError(f"{env.spec.id if env.spec else env}: the vine method needs simulator state "
+                       "save/restore, supported for MuJoCo and Atari environments only")
+    d = u.data
+    tl = _time_limit(env)
+    return {"qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "act": d.act.copy(), "time": float(d.time),
+            "qacc_warmstart": d.qacc_warmstart.copy(), "ctrl": d.ctrl.copy(),
+            "elapsed": None if tl is None else tl._elapsed_steps}
+
+
+def set_state(env, state) -> None:
+    if is_ale(env):
+        return atari.set_state(env, state)
+    import mujoco
+
+    u = env.unwrapped
+    d = u.data
+    d.qpos[:], d.qvel[:], d.act[:] = state["qpos"], state["qvel"], state["act"]
+    d.qacc_warmstart[:], d.ctrl[:] = state["qacc_warmstart"], state["ctrl"]
+    d.time = state["time"]
+    mujoco.mj_forward(u.model, d)
+    tl = _time_limit(env)
+    if tl is not None and state["elapsed"] is not None:
+        tl._elapsed_steps = state["elapsed"]

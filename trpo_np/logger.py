@@ -1,0 +1,102 @@
+"""Run directories: progress.csv, config.json and atomically written checkpoints.
+
+Every iteration appends one flushed row to ``progress.csv`` and replaces ``checkpoint.npz``
+(written to a temporary file, then ``os.replace``d), so an interrupted run loses at most the
+iteration in progress and ``--resume`` continues from the last completed one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import numpy as np
+
+COLUMNS = ["iteration", "env_steps", "trunk_steps", "branch_steps", "episodes", "ep_return_mean",
+           "ep_len_mean", "kl", "entropy", "surr_improve", "expected_improve", "backtracks", "accepted",
+           "cg_residual", "vf_explained_var", "vf_loss", "eval_return_mean", "eval_return_std",
+           "steps_per_s", "time_sample", "time_update", "elapsed"]
+WALL_CLOCK = {"steps_per_s", "time_sample", "time_update", "elapsed"}
+
+
+class RunError(ValueError):
+    """A user-facing problem with a run directory or checkpoint."""
+
+
+def save_checkpoint(path: str, arrays: dict, meta: dict) -> None:
+    """Write arrays + JSON metadata to ``path`` atomically."""
+    tmp = path + ".tmp.npz"
+    with open(tmp, "wb") as f:
+        np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str):
+    """-> (arrays dict, meta dict); a clear error for a missing or foreign file."""
+    if not os.path.isfile(path):
+        raise RunError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except (OSError, ValueError, KeyError) as e:
+        raise RunError(f"{path!r} is not a trpo_np checkpoint ({e})") from e
+    return arrays, meta
+
+
+class ProgressLog:
+    """Appends rows to progress.csv (flushed each row) and prints one compact line."""
+
+    def __init__(self, run_dir: str, resume_iteration: int | None = None, quiet: bool = False):
+        self.path = os.path.join(run_dir, "progress.csv")
+        self.quiet = quiet
+        if resume_iteration is not None and os.path.exists(self.path):
+            with open(self.path, newline="") as f:  # keep rows up to the checkpoint's iteration
+                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= resume_iteration]
+            self._write_header()
+            for r in rows:
+                self.writer.writerow(r)
+        else:
+            self._write_header()
+        self.file.flush()
+
+    def _write_header(self):
+        self.file = open(self.path, "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS, extrasaction="ignore")
+        self.writer.writeheader()
+
+    def log(self, row: dict) -> None:
+        self.writer.writerow({k: _fmt(row.get(k, "")) for k in COLUMNS})
+        self.file.flush()
+        if not self.quiet:
+            print(format_line(row), flush=True)
+
+    def close(self):
+        self.file.close()
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if np.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def format_line(r: dict) -> str:
+    ret = (f"ret {r['ep_return_mean']:9.1f} len {r['ep_len_mean']:6.0f} (n={r['episodes']})"
+           if r["episodes"] else "ret         - len      - (n=0)")
+    ev = f" | eval {r['eval_return_mean']:.1f}±{r['eval_return_std']:.1f}" if not np.isnan(r.get("eval_return_mean", np.nan)) else ""
+    ok = "" if r["accepted"] else " REJECTED"
+    return (f"it {r['iteration']:4d} | steps {r['env_steps']:>9,d} | {ret} | kl {r['kl']:.4f} "
+            f"ent {r['entropy']:6.3f} bt {r['backtracks']}{ok} | ev {r['vf_explained_var']:5.2f} | "
+            f"{r['steps_per_s']:6,.0f} sps | {time.strftime('%H:%M:%S', time.gmtime(r['elapsed']))}{ev}")
+
+
+def write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -1,0 +1,110 @@
+"""Samplers: collect the data of one TRPO iteration.
+
+Single path (paper Sec. 5.1): run the current policy π_old in ``num_envs`` copies of the
+environment for a fixed number of steps; every visited (s_n, a_n) enters the surrogate with its
+advantage. The policy is evaluated once per step for all copies.
+
+Gymnasium semantics: ``terminated`` ends the return; ``truncated`` (time limit) does not, and the
+value of the final observation is used to bootstrap (see :func:`trpo_np.value.gae`). The vector
+env resets finished copies in the same step and puts the final observation in
+``info["final_obs"]``.
+
+References:
+    Schulman et al. (2015), Trust Region Policy Optimization, arXiv 1502.05477, Sec. 5.1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+from .envs import RewardScaler, RunningMeanStd
+from .policy import Policy
+
+
+@dataclass
+class Batch:
+    """Transitions in (time, env) layout, observations already normalized for the networks."""
+
+    obs_te: np.ndarray          # (T, E) + obs_shape
+    act_te: np.ndarray          # (T, E) + act_shape
+    logp_te: np.ndarray         # (T, E) log π_old(a|s)
+    rew_te: np.ndarray          # (T, E) rewards used for learning (scaled or clipped)
+    terminated_te: np.ndarray   # (T, E) bool
+    truncated_te: np.ndarray    # (T, E) bool
+    last_obs_e: np.ndarray      # (E,) + obs_shape: observation after the last step
+    final_obs: np.ndarray       # (m,) + obs_shape: final observations of truncated episodes
+    final_idx: tuple            # (t_m, e_m) of those truncations
+    raw_obs: np.ndarray | None  # (T·E, obs_dim) raw observations for the normalizer, or None
+    episodes: list = field(default_factory=list)  # (return, length) of episodes that ended
+
+    @property
+    def steps(self) -> int:
+        return self.rew_te.size
+
+
+class SinglePathSampler:
+    """Keeps the vector env running across iterations (episodes continue over batch borders)."""
+
+    def __init__(self, venv: gym.vector.VectorEnv, policy: Policy, rng: np.random.Generator,
+                 seed: int, obs_rms: RunningMeanStd | None = None, reward_scaler: RewardScaler | None = None):
+        self.venv, self.policy, self.rng = venv, policy, rng
+        self.obs_rms, self.reward_scaler = obs_rms, reward_scaler
+        self.num_envs = venv.num_envs
+        space = venv.single_action_space
+        self.clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
+        self.obs, _ = venv.reset(seed=seed)  # env i gets seed + i
+        self.ep_ret = np.zeros(self.num_envs)
+        self.ep_len = np.zeros(self.num_envs, dtype=np.int64)
+
+    def normalize(self, obs):
+        if self.obs_rms is None:
+            return obs
+        return self.obs_rms.normalize(obs, self.policy.dtype)
+
+    def sample(self, steps: int) -> Batch:
+        E = self.num_envs
+        T = -(-steps // E)  # ceil: every copy runs the same number of steps
+        pol = self.policy
+        obs_n = self.normalize(self.obs)
+        obs_te = np.empty((T,) + obs_n.shape, dtype=obs_n.dtype)
+        raw = np.empty((T,) + self.obs.shape, dtype=self.obs.dtype) if self.obs_rms is not None else None
+        act_te = logp_te = None
+        rew_te = np.empty((T, E), dtype=pol.dtype)
+        term_te = np.zeros((T, E), dtype=bool)
+        trunc_te = np.zeros((T, E), dtype=bool)
+        final_obs, final_t, final_e, episodes = [], [], [], []
+        for t in range(T):
+            obs_te[t] = obs_n
+            if raw is not None:
+                raw[t] = self.obs
+            act, logp = pol.act(obs_n, self.rng)
+            if act_te is None:
+                act_te = np.empty((T,) + act.shape, dtype=act.dtype)
+                logp_te = np.empty((T, E), dtype=logp.dtype)
+            act_te[t], logp_te[t] = act, logp
+            env_act = np.clip(act, *self.clip) if self.clip is not None else act
+            self.obs, rew, term, trunc, info = self.venv.step(env_act)
+            done = term | trunc
+            self.ep_ret += info["raw_reward"] if "raw_reward" in info else rew
+            self.ep_len += 1
+            if self.reward_scaler is not None:
+                rew = self.reward_scaler(rew, done)
+            rew_te[t], term_te[t], trunc_te[t] = rew, term, trunc
+            if done.any():
+                for e in np.flatnonzero(done):
+                    episodes.append((float(self.ep_ret[e]), int(self.ep_len[e])))
+                    if trunc[e] and not term[e]:
+                        final_obs.append(info["final_obs"][e])
+                        final_t.append(t)
+                        final_e.append(e)
+                self.ep_ret[done] = 0.0
+                self.ep_len[done] = 0
+            obs_n = self.normalize(self.obs)
+        final = (self.normalize(np.stack(final_obs)) if final_obs
+                 else np.zeros((0,) + obs_n.shape[1:], dtype=obs_n.dtype))
+        return Batch(obs_te, act_te, logp_te, rew_te, term_te, trunc_te, obs_n, final,
+                     (np.array(final_t, dtype=np.intp), np.array(final_e, dtype=np.intp)),
+                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes)

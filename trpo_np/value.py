@@ -1,0 +1,87 @@
+"""Value baseline V(s) and generalized advantage estimation.
+
+Advantages (GAE(γ, λ), Schulman et al. 2016, eq. 16):
+
+    δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)
+    Â_t = δ_t + γλ (1 − done_t) Â_{t+1}
+
+``terminated`` ends the return (the true terminal state has value 0); a time-limit truncation
+does not: V(s_{t+1}) is then the value of the final observation, and only the recursion is cut
+(done = terminated or truncated). The value targets are the λ-returns Â_t + V(s_t).
+
+The value function is an MLP (or CNN for images) fitted each iteration by minimizing the mean
+squared error to the λ-returns with Adam on shuffled minibatches for a fixed number of epochs.
+
+References:
+    Schulman et al. (2016), High-dimensional continuous control using generalized advantage
+    estimation, arXiv 1506.02438.
+    Kingma & Ba (2015), Adam, arXiv 1412.6980.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .nn import Sequential
+from .optim import Adam
+
+
+def gae(rew_te, val_te, next_val_te, terminated_te, done_te, gamma: float, lam: float):
+    """GAE over a (time, env) block of transitions.
+
+    rew_te, val_te: rewards r_t and V(s_t); next_val_te: V(s_{t+1}) of the observation that
+    followed each step (the final observation for a truncated episode); terminated_te, done_te:
+    booleans. Returns (adv_te, ret_te) with ret = adv + V(s_t).
+    """
+    T = rew_te.shape[0]
+    not_term = 1.0 - terminated_te.astype(rew_te.dtype)
+    not_done = 1.0 - done_te.astype(rew_te.dtype)
+    delta_te = rew_te + gamma * not_term * next_val_te - val_te  # TD residual δ_t
+    adv_te = np.zeros_like(delta_te)
+    last = np.zeros_like(delta_te[0])
+    for t in range(T - 1, -1, -1):  # Â_t = δ_t + γλ Â_{t+1}, cut at episode ends
+        last = delta_te[t] + gamma * lam * not_done[t] * last
+        adv_te[t] = last
+    return adv_te, adv_te + val_te
+
+
+def explained_variance(pred_n, target_n) -> float:
+    """1 − Var[target − pred] / Var[target]: 1 is perfect, 0 is no better than a constant."""
+    var = np.var(target_n)
+    return float("nan") if var == 0 else float(1.0 - np.var(target_n - pred_n) / var)
+
+
+class ValueFunction:
+    """V(s) = net(s); inputs are observations already normalized and cast by the caller."""
+
+    def __init__(self, net: Sequential, lr: float = 1e-3, epochs: int = 10, minibatch: int = 128,
+                 obs_scale: float = 1.0):
+        if net.out_shape != (1,):
+            raise ValueError(f"value network must output (1,), got {net.out_shape}")
+        self.net, self.epochs, self.minibatch, self.obs_scale = net, int(epochs), int(minibatch), obs_scale
+        self.adam = Adam(net.size, lr=lr, dtype=net.dtype)
+
+    def _x(self, obs):
+        x = obs.astype(self.net.dtype, copy=False)
+        return x * self.net.dtype.type(self.obs_scale) if self.obs_scale != 1.0 else x
+
+    def predict(self, obs, chunk: int = 4096) -> np.ndarray:
+        """V for a batch of observations (n,) + obs_shape, evaluated in chunks to bound memory."""
+        out = [self.net(self._x(obs[i:i + chunk]))[:, 0] for i in range(0, len(obs), chunk)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=self.net.dtype)
+
+    def fit(self, obs, target_n, rng: np.random.Generator) -> dict:
+        """Minimize mean (V(s) − target)² by Adam over shuffled minibatches; returns losses."""
+        n = len(obs)
+        target_n = target_n.astype(self.net.dtype, copy=False)
+        grad = np.zeros(self.net.size, dtype=self.net.dtype)
+        loss_before = float(np.mean((self.predict(obs) - target_n) ** 2))
+        for _ in range(self.epochs):
+            perm = rng.permutation(n)
+            for i in range(0, n, self.minibatch):
+                idx = perm[i:i + self.minibatch]
+                y, caches = self.net.forward(self._x(obs[idx]))
+                dy = (2.0 / len(idx)) * (y[:, 0] - target_n[idx])  # ∂/∂V of the mean squared error
+                self.net.backward(dy[:, None], caches, out=grad)
+                self.adam.step(self.net.theta, grad)
+        return {"vf_loss_before": loss_before, "vf_loss": float(np.mean((self.predict(obs) - target_n) ** 2))}
