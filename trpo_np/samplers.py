@@ -59,6 +59,9 @@ class SinglePathSampler:
         self.ep_ret = np.zeros(self.num_envs)
         self.ep_len = np.zeros(self.num_envs, dtype=np.int64)
 
+    def close(self) -> None:
+        self.venv.close()
+
     def normalize(self, obs):
         if self.obs_rms is None:
             return obs

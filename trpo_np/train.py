@@ -208,13 +208,13 @@ class Trainer:
         cfg = self.cfg
         # A resumed run reseeds its envs from (seed, iteration): episodes in progress restart.
         seed = self.env_seed + 1_000_003 * self.iteration
-        self.venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, cfg.asynchronous, **cfg.atari)
         if cfg.method == "vine":
             from .vine import VineSampler
-            self.sampler = VineSampler(self.venv, self.policy, self.rng_act, seed, cfg, self.obs_rms)
-        else:
-            self.sampler = SinglePathSampler(self.venv, self.policy, self.rng_act, seed, self.obs_rms,
-                                             self.reward_scaler)
+            self.sampler = VineSampler(self, seed)
+            return
+        self.venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, cfg.asynchronous, **cfg.atari)
+        self.sampler = SinglePathSampler(self.venv, self.policy, self.rng_act, seed, self.obs_rms,
+                                         self.reward_scaler)
 
     def single_path_update(self, batch) -> dict:
         """Advantages, TRPO step and value fit for a single-path batch."""
@@ -290,7 +290,7 @@ class Trainer:
         finally:
             if log:
                 log.close()
-            self.venv.close()
+            self.sampler.close()
         return last
 
 
