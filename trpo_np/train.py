@@ -157,7 +157,8 @@ class Trainer:
         use_norm = cfg.normalize_obs and not self.image
         self.obs_rms = envs_mod.RunningMeanStd(obs_space.shape) if use_norm else None
         self.reward_scaler = envs_mod.RewardScaler(cfg.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None
-        self.iteration, self.env_steps, self.trunk_steps, self.branch_steps, self.elapsed = 0, 0, 0, 0, 0.0
+        self.iteration, self.env_steps, self.trunk_steps, self.branch_steps = 0, 0, 0, 0
+        self.elapsed = self.eval_time = 0.0  # wall-clock seconds of the run, and of it in evaluations
         self.venv = None
         self.sampler = None
 
@@ -165,6 +166,7 @@ class Trainer:
     def meta(self) -> dict:
         return {"env": self.cfg.env, "iteration": self.iteration, "env_steps": self.env_steps,
                 "trunk_steps": self.trunk_steps, "branch_steps": self.branch_steps, "elapsed": self.elapsed,
+                "eval_time": self.eval_time,
                 "net": net_signature(self.policy, self.vf), "config": self.cfg.to_json(),
                 "rng": {k: getattr(self, k).bit_generator.state for k in ("rng_act", "rng_vf", "rng_fvp")}}
 
@@ -201,6 +203,7 @@ class Trainer:
             getattr(self, k).bit_generator.state = st
         self.iteration, self.env_steps = meta["iteration"], meta["env_steps"]
         self.trunk_steps, self.branch_steps, self.elapsed = meta["trunk_steps"], meta["branch_steps"], meta["elapsed"]
+        self.eval_time = meta["eval_time"]
         return meta
 
     # -- loop ----------------------------------------------------------------------------------
@@ -266,8 +269,10 @@ class Trainer:
                 self.env_steps += trunk + branch
                 eval_mean = eval_std = float("nan")
                 if next_eval is not None and (self.env_steps >= next_eval or self.env_steps >= cfg.steps):
+                    t_eval = time.perf_counter()
                     rets = self.evaluate(cfg.eval_episodes, seed=self.env_seed + 7 + self.iteration)
                     eval_mean, eval_std = float(np.mean(rets)), float(np.std(rets))
+                    self.eval_time += time.perf_counter() - t_eval
                     next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every
                 self.elapsed += time.perf_counter() - t0
                 rets = [r for r, _ in batch.episodes]
@@ -282,7 +287,7 @@ class Trainer:
                             vf_explained_var=stats["vf_explained_var"], vf_loss=stats["vf_loss"],
                             eval_return_mean=eval_mean, eval_return_std=eval_std,
                             steps_per_s=(trunk + branch) / (t2 - t0), time_sample=t1 - t0, time_update=t2 - t1,
-                            elapsed=self.elapsed)
+                            eval_time=self.eval_time, elapsed=self.elapsed)
                 if self.run_dir:
                     self.save(os.path.join(self.run_dir, "checkpoint.npz"))
                 if log:
