@@ -1,0 +1,113 @@
+"""End to end: learning on CartPole, run.py train/resume/eval, reproducibility and bad input."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+import run
+from trpo_np.logger import WALL_CLOCK
+from trpo_np.train import Config, Trainer
+
+
+def read_rows(path):
+    with open(os.path.join(path, "progress.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_single_path_learns_cartpole():
+    """Seeded learning test: deterministic return >= 475 (the env's 'solved' level) on CartPole-v1."""
+    cfg = Config(env="CartPole-v1", steps=150_000, batch_steps=2048, num_envs=8, eval_every=0, seed=1)
+    trainer = Trainer(cfg, run_dir=None, quiet=True)
+    trainer.train()
+    returns = trainer.evaluate(10, seed=123)
+    assert np.mean(returns) >= 475, returns
+
+
+def test_run_py_trains_resumes_and_evaluates_hopper(tmp_path, capsys):
+    out = str(tmp_path / "hop")
+    args = ["--env", "Hopper-v4", "--steps", "1024", "--batch-steps", "512", "--num-envs", "2",
+            "--eval-every", "512", "--seed", "3", "--out", out]
+    assert run.main(args) == 0
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "progress.csv"]
+    rows = read_rows(out)
+    assert [r["iteration"] for r in rows] == ["1", "2"] and rows[-1]["env_steps"] == "1024"
+    assert rows[0]["eval_return_mean"] != ""
+    assert "it    2 | steps     1,024" in capsys.readouterr().out
+    assert run.main(["--resume", out, "--steps", "1536"]) == 0
+    rows = read_rows(out)
+    assert [r["env_steps"] for r in rows] == ["512", "1024", "1536"]
+    assert run.main(["--eval", os.path.join(out, "checkpoint.npz"), "--episodes", "2"]) == 0
+    assert "Hopper-v4: 2 deterministic episodes" in capsys.readouterr().out
+
+
+def test_same_seed_gives_identical_progress(tmp_path):
+    def progress(name):
+        out = str(tmp_path / name)
+        assert run.main(["--env", "Pendulum-v1", "--steps", "1200", "--batch-steps", "400", "--num-envs", "2",
+                         "--eval-every", "800", "--seed", "5", "--out", out, "--quiet"]) == 0
+        return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in read_rows(out)]
+
+    a, b = progress("a"), progress("b")
+    assert a == b and len(a) == 3
+    assert a[-1]["kl"] != "" and float(a[-1]["kl"]) > 0
+
+
+def test_different_seeds_differ(tmp_path):
+    rows = []
+    for s in (0, 1):
+        out = str(tmp_path / f"s{s}")
+        run.main(["--env", "CartPole-v1", "--steps", "400", "--batch-steps", "400", "--eval-every", "0",
+                  "--seed", str(s), "--out", out, "--quiet"])
+        rows.append(read_rows(out)[0]["kl"])
+    assert rows[0] != rows[1]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
+    (["--env", "ALE/Pongg-v5"], "Pongg"),
+    (["--env", "Blackjack-v1"], "unsupported observation space"),
+    (["--env", "CartPole-v1", "--batch-steps", "0"], "--batch-steps must be positive"),
+    (["--env", "CartPole-v1", "--max-kl", "-0.01"], "--max-kl must be positive"),
+    (["--env", "CartPole-v1", "--steps", "-5"], "--steps must be positive"),
+    (["--env", "CartPole-v1", "--gamma", "1.5"], "--gamma must be in"),
+    (["--env", "CartPole-v1", "--hidden", "64,x"], "--hidden must be comma-separated"),
+    (["--env", "CartPole-v1", "--frame-size", "42"], "Atari ids only"),
+    (["--env", "CartPole-v1", "--video", "a.mp4"], "--video goes with --eval"),
+])
+def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
+    out = str(tmp_path / "never")
+    assert run.main(argv + ["--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("run.py: error:") and message in err and "\n" not in err
+    assert not os.path.exists(out)  # nothing written
+
+
+def test_existing_out_dir_and_foreign_checkpoints(tmp_path, capsys):
+    out = str(tmp_path / "cp")
+    assert run.main(["--env", "CartPole-v1", "--steps", "200", "--batch-steps", "200", "--eval-every", "0",
+                     "--out", out, "--quiet"]) == 0
+    before = open(os.path.join(out, "progress.csv")).read()
+    capsys.readouterr()
+    # an existing run directory is never written over
+    assert run.main(["--env", "CartPole-v1", "--out", out]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert open(os.path.join(out, "progress.csv")).read() == before
+    # evaluating a checkpoint on another env
+    assert run.main(["--eval", os.path.join(out, "checkpoint.npz"), "--env", "Acrobot-v1"]) == 2
+    assert "trained on CartPole-v1, not Acrobot-v1" in capsys.readouterr().err
+    # a checkpoint with another network shape
+    cfg = Config(env="CartPole-v1", hidden=(8,))
+    with pytest.raises(ValueError, match="has networks"):
+        Trainer(cfg).load(os.path.join(out, "checkpoint.npz"))
+    # not a checkpoint at all
+    bogus = tmp_path / "bogus.npz"
+    bogus.write_text("hello")
+    assert run.main(["--eval", str(bogus)]) == 2
+    assert "not a trpo_np checkpoint" in capsys.readouterr().err
+    # resume of something that is not a run, and resume with changed settings
+    assert run.main(["--resume", str(tmp_path)]) == 2
+    assert "not a trpo_np run directory" in capsys.readouterr().err
+    assert run.main(["--resume", out, "--max-kl", "0.05"]) == 2
+    assert "only --steps may change" in capsys.readouterr().err
