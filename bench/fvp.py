@@ -56,7 +56,7 @@ def case(name, dtype, repeats):
     v = rng.standard_normal(pol.size).astype(pol.dtype)
 
     def grad():  # forward at θ + backward of the surrogate
-        p, caches = pol.params(batch.x)
+        p, caches = pol.params(pol.preprocess(obs))
         _, dlogp = batch.objective(pol.dist.logp(p, act))
         pol.vjp(caches, pol.dist.dlogp(p, act, dlogp))
 

@@ -134,13 +134,30 @@ def test_fvp_subsample_uses_a_subset_of_states():
     act, logp_old = pol.act(obs, np.random.default_rng(5))
     obj = single_path_objective(logp_old, np.ones(40))
     sub = TRPOBatch(pol, obs, act, obj, damping=0.0, fvp_fraction=0.25, rng=np.random.default_rng(6))
-    assert len(sub.f_x) == 10
-    idx = [int(np.argmin(np.abs(pol.preprocess(obs) - row).sum(1))) for row in sub.f_x]
+    assert len(sub.f_obs) == 10
+    idx = [int(np.argmin(np.abs(obs - row).sum(1))) for row in sub.f_obs]
     full_on_subset = TRPOBatch(pol, obs[idx], act[idx], obj, damping=0.0)
     v = np.random.default_rng(7).standard_normal(pol.size)
     assert rel_error(sub.fvp(v), full_on_subset.fvp(v)) < 1e-12
     with pytest.raises(ValueError, match="rng"):
         TRPOBatch(pol, obs, act, obj, fvp_fraction=0.5)
+
+
+@pytest.mark.parametrize("make", [mlp_gaussian, cnn_categorical])
+def test_chunked_batch_gives_the_same_loss_gradient_fvp_and_kl(make):
+    """Processing in chunks (bounded memory for large image batches) changes nothing but round-off."""
+    pol, obs = make(n=7)
+    act, logp_old = pol.act(obs, np.random.default_rng(5))
+    obj = single_path_objective(logp_old, np.random.default_rng(6).standard_normal(7))
+    whole = TRPOBatch(pol, obs, act, obj, damping=0.0)
+    parts = TRPOBatch(pol, obs, act, obj, damping=0.0, chunk=3)
+    assert parts.caches is None and len(parts.f_chunks) == 3
+    (La, ga), (Lb, gb) = whole.loss_and_grad(), parts.loss_and_grad()
+    assert abs(La - Lb) < 1e-12 and rel_error(ga, gb) < 1e-12
+    v = np.random.default_rng(7).standard_normal(pol.size)
+    assert rel_error(whole.fvp(v), parts.fvp(v)) < 1e-12
+    theta = whole.theta_old + 0.01 * v
+    assert np.allclose(whole.evaluate(theta), parts.evaluate(theta), rtol=1e-12)
 
 
 def test_policy_rejects_bad_observations():

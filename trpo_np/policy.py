@@ -104,70 +104,115 @@ def single_path_objective(logp_old: np.ndarray, adv: np.ndarray):
     return objective
 
 
+def _concat(ps):
+    """Join per-chunk distribution parameters: per-state arrays are concatenated, shared ones
+    (the Gaussian log-std) are taken once."""
+    return tuple(np.concatenate([p[i] for p in ps]) if ps[0][i].ndim >= 2 else ps[0][i]
+                 for i in range(len(ps[0])))
+
+
+def _slice(p, sl):
+    return tuple(a[sl] if a.ndim >= 2 else a for a in p)
+
+
 class TRPOBatch:
     """A policy bound to one batch at θ_old: the pieces of the TRPO step.
 
     obs, act: the (state, action) pairs of the surrogate; ``objective(logp) -> (L, ∂L/∂logp)``.
     kl_obs: the states over which the mean KL and F are taken (default: obs).
     fvp_fraction: use a random subset of kl_obs for F (paper App. C uses 10% for Atari).
+    chunk: process at most this many states per network pass, so that memory stays bounded for
+    large image batches; the Fisher states keep their forward caches (reused by every F v), the
+    other passes recompute forward per chunk. Default: the whole batch in one pass.
     """
 
     def __init__(self, policy: Policy, obs, act, objective: Callable, kl_obs=None,
-                 damping: float = 0.1, fvp_fraction: float = 1.0, rng: np.random.Generator | None = None):
-        self.policy, self.act, self.objective, self.damping = policy, act, objective, damping
+                 damping: float = 0.1, fvp_fraction: float = 1.0, rng: np.random.Generator | None = None,
+                 chunk: int | None = None):
+        self.policy, self.obs, self.act, self.objective, self.damping = policy, obs, act, objective, damping
+        self.kl_obs = obs if kl_obs is None else kl_obs
+        self.chunk = int(chunk) if chunk else max(len(obs), len(self.kl_obs), 1)
         self.theta_old = policy.theta.copy()
-        self.x = policy.preprocess(obs)
-        p, caches = policy.params(self.x)
-        self.logp_old = policy.dist.logp(p, act)
-        self.caches = caches
-        self.p = p
-        if kl_obs is None:
-            self.kl_x, self.p_old = self.x, p
-        else:
-            self.kl_x = policy.preprocess(kl_obs)
-            self.p_old = policy.params(self.kl_x)[0]
-        # Fisher states: a subset of kl_x, with its own forward cache at θ_old.
-        n = len(self.kl_x)
+        # one forward pass at θ_old: log π_old(a|s) and the old distributions on the KL states
+        self.p, self.caches = self._forward(obs, keep=True)
+        self.logp_old = policy.dist.logp(self.p, act)
+        self.p_old = self.p if kl_obs is None else self._forward(self.kl_obs)[0]
+        # Fisher states: kl_obs or a random subset, with forward caches at θ_old per chunk
+        n = len(self.kl_obs)
         if fvp_fraction < 1.0:
-            m = max(1, int(round(fvp_fraction * n)))
             if rng is None:
                 raise ValueError("TRPOBatch: fvp_fraction < 1 needs an rng to choose the Fisher states")
-            idx = np.sort(rng.choice(n, size=m, replace=False))
-            self.f_x = self.kl_x[idx]
-            self.f_p, self.f_caches = policy.params(self.f_x)
-        elif kl_obs is None:
-            self.f_x, self.f_p, self.f_caches = self.x, self.p, self.caches
+            idx = np.sort(rng.choice(n, size=max(1, int(round(fvp_fraction * n))), replace=False))
+            self.f_obs = self.kl_obs[idx]
         else:
-            self.f_x = self.kl_x
-            self.f_p, self.f_caches = policy.params(self.f_x)
+            self.f_obs = self.kl_obs
+        if self.f_obs is obs and self.caches is not None:
+            self.f_p, self.f_chunks = self.p, [(slice(0, len(obs)), self.caches)]
+        else:
+            self.f_chunks = []
+            ps = []
+            for sl in self._slices(len(self.f_obs)):
+                p, caches = policy.params(policy.preprocess(self.f_obs[sl]))
+                ps.append(p)
+                self.f_chunks.append((sl, caches))
+            self.f_p = _concat(ps)
+
+    def _slices(self, n):
+        return [slice(i, min(i + self.chunk, n)) for i in range(0, n, self.chunk)]
+
+    def _forward(self, obs, keep=False):
+        """Distribution parameters at the current θ, chunk by chunk; the caches are returned
+        only when ``keep`` and the batch is one chunk."""
+        ps, caches = [], None
+        for sl in self._slices(len(obs)):
+            p, caches = self.policy.params(self.policy.preprocess(obs[sl]))
+            ps.append(p)
+        return _concat(ps), (caches if keep and len(ps) == 1 else None)
 
     def loss_and_grad(self):
-        """L(θ_old) and g = ∇_θ L at θ_old (one backward pass over the forward cache)."""
+        """L(θ_old) and g = ∇_θ L at θ_old (Jᵀ ∂L/∂p, one backward pass per chunk)."""
+        pol = self.policy
         L, dlogp = self.objective(self.logp_old)
-        dp = self.policy.dist.dlogp(self.p, self.act, dlogp)
-        return L, self.policy.vjp(self.caches, dp)
+        g = np.zeros(pol.size, dtype=pol.dtype)
+        for sl in self._slices(len(self.obs)):
+            if self.caches is not None:
+                p, caches = self.p, self.caches
+            else:  # recompute this chunk's forward pass at θ_old
+                p, caches = pol.params(pol.preprocess(self.obs[sl]))
+            g += pol.vjp(caches, pol.dist.dlogp(p, self.act[sl], dlogp[sl]))
+        return L, g
 
     def fvp(self, v: np.ndarray) -> np.ndarray:
         """(F + damping·I) v with F = (1/N) Σ_n J_nᵀ M_n J_n at θ_old (forward-over-reverse)."""
-        n = len(self.f_x)
-        u = self.policy.jvp(self.f_caches, v, n)            # J v
-        mu = self.policy.dist.fisher(self.f_p, u)           # M J v
-        mu = tuple(m / n for m in mu)                       # mean over states
-        return self.policy.vjp(self.f_caches, mu) + self.damping * v  # Jᵀ M J v + λ v
+        pol = self.policy
+        n = len(self.f_obs)
+        out = self.damping * v
+        for sl, caches in self.f_chunks:
+            p = _slice(self.f_p, sl)
+            u = pol.jvp(caches, v, sl.stop - sl.start)       # J v
+            mu = pol.dist.fisher(p, u)                       # M J v
+            out = out + pol.vjp(caches, tuple(m / n for m in mu))  # (1/N) Jᵀ M J v
+        return out
 
     def evaluate(self, theta: np.ndarray):
         """Set θ, return (L(θ), mean KL(π_old ‖ π_θ), mean entropy) on this batch."""
-        self.policy.theta[:] = theta
-        p, _ = self.policy.params(self.x)
-        L, _ = self.objective(self.policy.dist.logp(p, self.act))
-        if self.kl_x is not self.x:
-            p = self.policy.params(self.kl_x)[0]
-        kl = float(np.mean(self.policy.dist.kl(self.p_old, p)))  # D̄_KL(θ_old, θ), eq. (12)
-        return float(L), kl, float(np.mean(self.policy.dist.entropy(p)))
+        pol = self.policy
+        pol.theta[:] = theta
+        p, _ = self._forward(self.obs)
+        L, _ = self.objective(pol.dist.logp(p, self.act))
+        if self.kl_obs is not self.obs:
+            p, _ = self._forward(self.kl_obs)
+        kl = float(np.mean(pol.dist.kl(self.p_old, p)))  # D̄_KL(θ_old, θ), eq. (12)
+        return float(L), kl, float(np.mean(pol.dist.entropy(p)))
 
     def mean_kl_grad(self, theta: np.ndarray) -> np.ndarray:
-        """∇_θ of the mean KL(π_old ‖ π_θ) over the Fisher states (for tests of F v)."""
-        self.policy.theta[:] = theta
-        p, caches = self.policy.params(self.f_x)
-        dp = self.policy.dist.dkl(self.f_p, p, np.full(len(self.f_x), 1.0 / len(self.f_x), dtype=self.policy.dtype))
-        return self.policy.vjp(caches, dp)
+        """∇_θ of the mean KL(π_old ‖ π_θ) over the Fisher states (an oracle for tests of F v)."""
+        pol = self.policy
+        pol.theta[:] = theta
+        g = np.zeros(pol.size, dtype=pol.dtype)
+        n = len(self.f_obs)
+        for sl, _ in self.f_chunks:
+            p, caches = pol.params(pol.preprocess(self.f_obs[sl]))
+            w = np.full(sl.stop - sl.start, 1.0 / n, dtype=pol.dtype)
+            g += pol.vjp(caches, pol.dist.dkl(_slice(self.f_p, sl), p, w))
+        return g
