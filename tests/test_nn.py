@@ -79,10 +79,10 @@ def test_layer_jvp_matches_central_difference(kind):
 
 
 def naive_conv(x, W, b, k, s):
-    """Direct loop definition of the NHWC valid cross-correlation, weight in (c, i, j) row order."""
+    """Direct loop definition of the NHWC valid cross-correlation, weight in (i, j, c) row order."""
     n, H, Wd, C = x.shape
     O = W.shape[1]
-    Wk = W.reshape(C, k, k, O)
+    Wk = W.reshape(k, k, C, O)
     Ho, Wo = (H - k) // s + 1, (Wd - k) // s + 1
     y = np.zeros((n, Ho, Wo, O))
     for b_ in range(n):
@@ -93,7 +93,7 @@ def naive_conv(x, W, b, k, s):
                     for c in range(C):
                         for i in range(k):
                             for j in range(k):
-                                acc += x[b_, s * p + i, s * q + j, c] * Wk[c, i, j, o]
+                                acc += x[b_, s * p + i, s * q + j, c] * Wk[i, j, c, o]
                     y[b_, p, q, o] = acc
     return y
 
