@@ -105,3 +105,10 @@ def test_categorical_sampling_frequencies():
     a = d.sample(p, np.random.default_rng(5))
     freq = np.bincount(a, minlength=3) / len(a)
     assert np.allclose(freq, [0.2, 0.5, 0.3], atol=0.01)
+
+
+@pytest.mark.parametrize("case", [gaussian_case, categorical_case])
+def test_sample_logp_returns_the_log_probability_of_the_draw(case):
+    d, p, _ = case()
+    a, logp = d.sample_logp(p, np.random.default_rng(6))
+    assert rel_error(logp, d.logp(p, a)) < 1e-12

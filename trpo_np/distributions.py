@@ -75,8 +75,14 @@ class DiagGaussian:
         return um * np.exp(-2 * logstd), 2.0 * ul
 
     def sample(self, p, rng: np.random.Generator):
+        return self.sample_logp(p, rng)[0]
+
+    def sample_logp(self, p, rng: np.random.Generator):
+        """a = m + σ ε and log π(a) = −½‖ε‖² − Σℓ − (a/2) log 2π, without recomputing (a − m)/σ."""
         m, logstd = p
-        return m + np.exp(logstd) * rng.standard_normal(m.shape).astype(m.dtype, copy=False)
+        eps = rng.standard_normal(m.shape).astype(m.dtype, copy=False)
+        a = m + np.exp(logstd) * eps
+        return a, -0.5 * np.sum(eps * eps, axis=1) - (np.sum(logstd) + 0.5 * self.dim * math.log(2 * math.pi))
 
     def mode(self, p):
         return p[0]
@@ -126,10 +132,15 @@ class Categorical:
         return (pi * uz - pi * np.sum(pi * uz, axis=1, keepdims=True),)
 
     def sample(self, p, rng: np.random.Generator):
-        """Inverse-CDF sampling, vectorized over the batch."""
-        cdf = np.cumsum(self.probs(p), axis=1)
+        return self.sample_logp(p, rng)[0]
+
+    def sample_logp(self, p, rng: np.random.Generator):
+        """Inverse-CDF sampling, vectorized over the batch, and the log-probabilities of the draws."""
+        lp = self.log_softmax(p[0])
+        cdf = np.cumsum(np.exp(lp), axis=1)
         u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
-        return np.minimum((u > cdf).sum(axis=1), self.n - 1)
+        a = np.minimum((u > cdf).sum(axis=1), self.n - 1)
+        return a, lp[np.arange(len(a)), a]
 
     def mode(self, p):
         return np.argmax(p[0], axis=1)

@@ -85,10 +85,8 @@ class RunningMeanStd:
         self.count = tot
 
     def normalize(self, x: np.ndarray, dtype=np.float32) -> np.ndarray:
-        if self.count == 0:
-            return np.clip(x, -self.clip, self.clip).astype(dtype)
-        z = (x - self.mean) / np.sqrt(self.var + self.eps)
-        return np.clip(z, -self.clip, self.clip).astype(dtype)
+        z = (x - self.mean) * (1.0 / np.sqrt(self.var + self.eps))
+        return np.clip(z, -self.clip, self.clip, out=z).astype(dtype, copy=False)
 
     def state(self, prefix: str) -> dict:
         return {f"{prefix}_mean": self.mean, f"{prefix}_var": self.var, f"{prefix}_count": np.array(self.count)}
@@ -102,18 +100,27 @@ class RunningMeanStd:
 
 
 class RewardScaler:
-    """Divide rewards by the running std of the discounted return G_t = γ G_{t−1} + r_t, per env."""
+    """Divide rewards by the standard deviation of the discounted return G_t = γ G_{t−1} + r_t
+    (per env copy, reset at episode ends). Like the observation statistics, the scale is frozen
+    while a batch is collected and updated from the batch's returns afterwards."""
 
     def __init__(self, num_envs: int, gamma: float):
         self.rms = RunningMeanStd(())
         self.ret = np.zeros(num_envs)
         self.gamma = gamma
+        self.seen = []
 
     def __call__(self, rew_e: np.ndarray, done_e: np.ndarray) -> np.ndarray:
         self.ret = self.ret * self.gamma + rew_e
-        self.rms.update(self.ret)
-        self.ret[done_e] = 0.0
+        self.seen.append(self.ret)
+        self.ret = np.where(done_e, 0.0, self.ret)
         return rew_e / np.sqrt(self.rms.var + 1e-8)
+
+    def update(self) -> None:
+        """Fold the returns seen since the last update into the statistics."""
+        if self.seen:
+            self.rms.update(np.concatenate(self.seen))
+            self.seen = []
 
 
 # -- simulator state for the vine method -----------------------------------------------------

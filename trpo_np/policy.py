@@ -86,8 +86,10 @@ class Policy:
     def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False):
         """Actions and their log-probabilities for a batch of observations."""
         p, _ = self.params(self.preprocess(obs))
-        a = self.dist.mode(p) if deterministic else self.dist.sample(p, rng)
-        return a, self.dist.logp(p, a)
+        if deterministic:
+            a = self.dist.mode(p)
+            return a, self.dist.logp(p, a)
+        return self.dist.sample_logp(p, rng)
 
     def logp(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         p, _ = self.params(self.preprocess(obs))

@@ -263,6 +263,8 @@ class Trainer:
                 stats = (self.sampler.update(self, batch) if cfg.method == "vine" else self.single_path_update(batch))
                 if self.obs_rms is not None and batch.raw_obs is not None:
                     self.obs_rms.update(batch.raw_obs)
+                if self.reward_scaler is not None:
+                    self.reward_scaler.update()
                 t2 = time.perf_counter()
                 self.iteration += 1
                 trunk, branch = batch.steps, getattr(batch, "branch_steps", 0)

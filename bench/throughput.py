@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Throughput: env steps per second of
+
+  (a) stepping the vector env with random actions only,
+  (b) sampling with the policy (single-path sampler, no updates),
+  (c) full training including the TRPO updates and value fits (no periodic evaluation),
+
+printed as ratios to (a), for Hopper-v4 and CartPole-v1, with the env copies stepped in this
+process (sync, gymnasium SyncVectorEnv) and in subprocesses (async, AsyncVectorEnv), all in one
+run of this script. Medians of ``--repeats``. Writes bench/results/throughput.md.
+
+    python bench/throughput.py                       # defaults: 4 env copies, 40,960 steps
+    python bench/throughput.py --envs Hopper-v4 --steps 100000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as run.py does
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.learning import cpu_model  # noqa: E402
+from trpo_np.envs import make_vector_env  # noqa: E402
+from trpo_np.samplers import SinglePathSampler  # noqa: E402
+from trpo_np.train import Config, Trainer  # noqa: E402
+
+
+def random_steps(env_id, steps, num_envs, asynchronous):
+    venv = make_vector_env(env_id, num_envs, asynchronous)
+    venv.reset(seed=0)
+    venv.action_space.seed(0)
+    t0 = time.perf_counter()
+    for _ in range(-(-steps // num_envs)):
+        venv.step(venv.action_space.sample())
+    dt = time.perf_counter() - t0
+    venv.close()
+    return steps / dt
+
+
+def config(env_id, steps, num_envs, asynchronous, batch_steps):
+    return Config(env=env_id, steps=steps, num_envs=num_envs, asynchronous=asynchronous,
+                  batch_steps=batch_steps, eval_every=0, seed=0)
+
+
+def sampling(env_id, steps, num_envs, asynchronous, batch_steps):
+    tr = Trainer(config(env_id, steps, num_envs, asynchronous, batch_steps), run_dir=None, quiet=True)
+    tr._make_sampler()
+    t0 = time.perf_counter()
+    done = 0
+    while done < steps:
+        done += tr.sampler.sample(batch_steps).steps
+    dt = time.perf_counter() - t0
+    tr.sampler.close()
+    return done / dt
+
+
+def training(env_id, steps, num_envs, asynchronous, batch_steps):
+    tr = Trainer(config(env_id, steps, num_envs, asynchronous, batch_steps), run_dir=None, quiet=True)
+    t0 = time.perf_counter()
+    tr.train()
+    return tr.env_steps / (time.perf_counter() - t0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--envs", nargs="+", default=["Hopper-v4", "CartPole-v1"])
+    p.add_argument("--steps", type=int, default=40_960)
+    p.add_argument("--num-envs", type=int, default=4)
+    p.add_argument("--async-envs", type=int, default=2, help="env copies (= worker processes) in async mode")
+    p.add_argument("--batch-steps", type=int, default=2048)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    rows = []
+    for env_id in args.envs:
+        for mode, n, asy in (("sync", args.num_envs, False), ("async", args.async_envs, True)):
+            res = {k: [] for k in ("random", "sample", "train")}
+            for _ in range(args.repeats):  # interleaved, so that a slow spell hits all three
+                res["random"].append(random_steps(env_id, args.steps, n, asy))
+                res["sample"].append(sampling(env_id, args.steps, n, asy, args.batch_steps))
+                res["train"].append(training(env_id, args.steps, n, asy, args.batch_steps))
+            med = {k: float(np.median(v)) for k, v in res.items()}
+            rows.append(dict(env=env_id, mode=mode, n=n, **med))
+            print(f"{env_id} {mode} ({n} copies): random {med['random']:,.0f}/s, sampling {med['sample']:,.0f}/s "
+                  f"({med['sample'] / med['random']:.2f}x), training {med['train']:,.0f}/s "
+                  f"({med['train'] / med['random']:.2f}x)", flush=True)
+    sync_random = {r["env"]: r["random"] for r in rows if r["mode"] == "sync"}
+    lines = ["# Throughput", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu_model()}), "
+             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, single-threaded BLAS. "
+             f"{args.steps:,} env steps per measurement, batch {args.batch_steps}, medians of {args.repeats}. "
+             f"Command: `python bench/throughput.py --steps {args.steps} --repeats {args.repeats}`", "",
+             "| env | mode | copies | (a) random steps/s | (b) sampling steps/s | (c) training steps/s | b/a | c/a | c / sync (a) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['env']} | {r['mode']} | {r['n']} | {r['random']:,.0f} | {r['sample']:,.0f} | "
+                     f"{r['train']:,.0f} | {r['sample'] / r['random']:.2f} | {r['train'] / r['random']:.2f} | "
+                     f"{r['train'] / sync_random[r['env']]:.2f} |")
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "throughput.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
