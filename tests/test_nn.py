@@ -132,6 +132,38 @@ def test_mlp_gradient_and_jvp_against_central_differences():
     assert rel_error(net.jvp(v, caches), numerical_jvp(f, theta0, v)) < 1e-6
 
 
+@pytest.mark.parametrize("kind,shape", [("paper", (10, 10, 2)), ("nature", (36, 36, 2))])
+def test_atari_value_network_gradient_and_jvp(kind, shape):
+    """The full Atari torso with a scalar head (the value network) at a small input size."""
+    rng = np.random.default_rng(11)
+    net = atari_cnn(shape, 1, kind, dtype=np.float64).init(rng)
+    net.theta += 0.05 * rng.standard_normal(net.size)
+    x = rng.random((2,) + shape)
+    y, caches = net.forward(x)
+    dy = rng.standard_normal(y.shape)
+    g = net.backward(dy, caches)
+    idx = rng.choice(net.size, size=40, replace=False)  # a sample of coordinates keeps it quick
+    theta0 = net.theta.copy()
+
+    def loss_at(i, eps):
+        net.theta[i] = theta0[i] + eps
+        out = float(np.sum(net(x) * dy))
+        net.theta[i] = theta0[i]
+        return out
+
+    num = np.array([(loss_at(i, 1e-6) - loss_at(i, -1e-6)) / 2e-6 for i in idx])
+    assert rel_error(g[idx], num) < 1e-6
+    v = rng.standard_normal(net.size)
+
+    def f(t):
+        net.theta[:] = t
+        out = net(x)
+        net.theta[:] = theta0
+        return out
+
+    assert rel_error(net.jvp(v, caches), numerical_jvp(f, theta0, v)) < 1e-6
+
+
 def test_flat_parameter_views_share_memory():
     net = mlp(3, (4,), 2)
     net.theta[:] = np.arange(net.size)

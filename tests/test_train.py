@@ -111,3 +111,16 @@ def test_existing_out_dir_and_foreign_checkpoints(tmp_path, capsys):
     assert "not a trpo_np run directory" in capsys.readouterr().err
     assert run.main(["--resume", out, "--max-kl", "0.05"]) == 2
     assert "only --steps may change" in capsys.readouterr().err
+
+
+def test_run_py_atari_one_iteration_checkpoint_and_eval(tmp_path, capsys):
+    """ALE/Pong-v5 gets the Atari defaults (paper CNN on 42×42×4 frames, Fisher sub-sampling)."""
+    out = str(tmp_path / "pong")
+    assert run.main(["--env", "ALE/Pong-v5", "--steps", "256", "--batch-steps", "256", "--num-envs", "2",
+                     "--eval-every", "0", "--out", out]) == 0
+    rows = read_rows(out)
+    assert len(rows) == 1 and rows[0]["env_steps"] == "256" and float(rows[0]["kl"]) > 0
+    cfg = run.build_config(run.parse_args(["--env", "ALE/Pong-v5"]))
+    assert cfg.fvp_fraction == 0.1 and cfg.atari == {"frame_size": 42}
+    assert run.main(["--eval", os.path.join(out, "checkpoint.npz"), "--episodes", "1"]) == 0
+    assert "ALE/Pong-v5: 1 deterministic episodes" in capsys.readouterr().out

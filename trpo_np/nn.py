@@ -185,7 +185,8 @@ class Conv2d(Layer):
         dx = np.zeros((n, H, W, C), dtype=dcols.dtype)
         for i in range(k):  # loops over the kernel window only (k² slices), vectorized over n, p, q, c
             for j in range(k):
-                dx[:, i:i + s * Ho:s, j:j + s * Wo:s, :] += dcols[:, :, :, i, j, :]
+                view = dx[:, i:i + s * Ho:s, j:j + s * Wo:s, :]
+                np.add(view, dcols[:, :, :, i, j, :], out=view)
         return dx
 
     def forward(self, x, w):
