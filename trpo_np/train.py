@@ -51,7 +51,7 @@ class Config:
     backtrack_coef: float = 0.8
     max_backtracks: int = 10
     fvp_fraction: float = 1.0           # fraction of states used for F v (paper App. C: 0.1 on Atari)
-    chunk: int = 0                      # states per network pass in the update (0: all; images: 1024)
+    chunk: int = 0                      # states per network pass in the update (0: all; images: 16384)
     gamma: float = 0.99
     lam: float = 0.95
     hidden: tuple = (64, 64)
@@ -154,7 +154,8 @@ class Trainer:
         obs_space, act_space = make_spaces(cfg)
         envs_mod.check_spaces(cfg.env, obs_space, act_space)
         self.image = envs_mod.is_image_space(obs_space)
-        self.chunk = cfg.chunk or (1024 if self.image else None)
+        # Image batches go through the update in chunks: at most ~3 GB of im2col columns at once.
+        self.chunk = cfg.chunk or (16384 if self.image else None)
         self.policy, self.vf = build_networks(cfg, obs_space, act_space, np.random.default_rng(init_ss))
         use_norm = cfg.normalize_obs and not self.image
         self.obs_rms = envs_mod.RunningMeanStd(obs_space.shape) if use_norm else None
@@ -242,7 +243,7 @@ class Trainer:
                        damping=cfg.damping, fvp_fraction=cfg.fvp_fraction, rng=self.rng_fvp, chunk=self.chunk)
         stats = trpo_step(tb, cfg.max_kl, cfg.cg_iters, cfg.cg_tol, cfg.backtrack_coef, cfg.max_backtracks)
         ret = ret_te.reshape(-1)
-        stats["vf_explained_var"] = explained_variance(val_te.reshape(-1), ret)
+        stats["vf_explained_var"] = explained_variance(val_te.reshape(-1), ret)  # of V before the fit
         stats.update(self.vf.fit(obs, ret, self.rng_vf))
         return stats
 

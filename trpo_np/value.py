@@ -71,17 +71,19 @@ class ValueFunction:
         return np.concatenate(out) if out else np.zeros(0, dtype=self.net.dtype)
 
     def fit(self, obs, target_n, rng: np.random.Generator) -> dict:
-        """Minimize mean (V(s) − target)² by Adam over shuffled minibatches; returns losses."""
+        """Minimize mean (V(s) − target)² by Adam over shuffled minibatches. Returns the mean
+        minibatch loss of the last epoch (no extra pass over the data)."""
         n = len(obs)
         target_n = target_n.astype(self.net.dtype, copy=False)
         grad = np.zeros(self.net.size, dtype=self.net.dtype)
-        loss_before = float(np.mean((self.predict(obs) - target_n) ** 2))
         for _ in range(self.epochs):
             perm = rng.permutation(n)
+            sq_err = 0.0
             for i in range(0, n, self.minibatch):
                 idx = perm[i:i + self.minibatch]
                 y, caches = self.net.forward(self._x(obs[idx]))
-                dy = (2.0 / len(idx)) * (y[:, 0] - target_n[idx])  # ∂/∂V of the mean squared error
-                self.net.backward(dy[:, None], caches, out=grad)
+                err = y[:, 0] - target_n[idx]
+                sq_err += float(err @ err)
+                self.net.backward(((2.0 / len(idx)) * err)[:, None], caches, out=grad)  # ∂ mean err² / ∂V
                 self.adam.step(self.net.theta, grad)
-        return {"vf_loss_before": loss_before, "vf_loss": float(np.mean((self.predict(obs) - target_n) ** 2))}
+        return {"vf_loss": sq_err / n}

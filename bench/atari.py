@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Atari speed: agent steps per second while sampling with the CNN policy vs stepping the same
+preprocessed vector env with random actions (target >= 0.7x), and seconds per TRPO update
+(policy step with F on 10% of the states, plus the value fit) for a batch of ``--update-steps``.
+
+    python bench/atari.py --env ALE/Pong-v5 --steps 4000 --update-steps 20000
+
+Writes bench/results/atari-speed.md. Uses the Atari defaults of run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as run.py does
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import run  # noqa: E402
+from bench.learning import cpu_model  # noqa: E402
+from trpo_np.envs import make_vector_env  # noqa: E402
+from trpo_np.train import Trainer  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="ALE/Pong-v5")
+    p.add_argument("--steps", type=int, default=4000, help="agent steps for the sampling measurements")
+    p.add_argument("--update-steps", type=int, default=20_000)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    cfg = run.build_config(run.parse_args(["--env", args.env]))
+    rand, samp = [], []
+    for _ in range(args.repeats):
+        venv = make_vector_env(cfg.env, cfg.num_envs, **cfg.atari)
+        venv.reset(seed=0)
+        venv.action_space.seed(0)
+        t0 = time.perf_counter()
+        for _ in range(args.steps // cfg.num_envs):
+            venv.step(venv.action_space.sample())
+        rand.append(args.steps / (time.perf_counter() - t0))
+        venv.close()
+        tr = Trainer(cfg, run_dir=None, quiet=True)
+        tr._make_sampler()
+        t0 = time.perf_counter()
+        tr.sampler.sample(args.steps)
+        samp.append(args.steps / (time.perf_counter() - t0))
+        tr.sampler.close()
+    r, s = float(np.median(rand)), float(np.median(samp))
+    print(f"random {r:,.0f} steps/s, sampling {s:,.0f} steps/s, ratio {s / r:.2f}", flush=True)
+
+    tr = Trainer(cfg, run_dir=None, quiet=True)
+    tr._make_sampler()
+    batch = tr.sampler.sample(args.update_steps)
+    tr.sampler.close()
+    t0 = time.perf_counter()
+    stats = tr.single_path_update(batch)
+    t_update = time.perf_counter() - t0
+    print(f"update of a {batch.steps:,}-step batch: {t_update:.1f} s (kl {stats['kl']:.4f}, "
+          f"backtracks {stats['backtracks']})", flush=True)
+    lines = [f"# Atari speed, {args.env}", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu_model()}), single-threaded BLAS, "
+             f"run.py's Atari defaults ({cfg.num_envs} env copies, {cfg.atari['frame_size']}×{cfg.atari['frame_size']}×4 "
+             f"frames, paper CNN, F on {cfg.fvp_fraction:.0%} of the states, {cfg.vf_epochs} value epoch). "
+             f"Command: `python bench/atari.py --env {args.env} --steps {args.steps} --update-steps {args.update_steps}`", "",
+             "| what | figure |", "|---|---|",
+             f"| random-action stepping of the preprocessed vector env | {r:,.0f} agent steps/s |",
+             f"| sampling with the CNN policy | {s:,.0f} agent steps/s |",
+             f"| ratio sampling / random | **{s / r:.2f}** |",
+             f"| one TRPO update + value fit, {batch.steps:,}-step batch | **{t_update:.1f} s** |"]
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", f"atari-speed-{args.env.replace('/', '_')}.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""trpo_np vs sb3-contrib's TRPO (PyTorch) on Hopper-v4, same budget and matched settings.
+
+Matched: 4 env copies × 512 steps = 2,048 steps per iteration, 64-64 tanh policy and value
+networks, δ = 0.01, 10 CG iterations, damping 0.1, line search ×0.8 up to 10 times, γ = 0.99,
+GAE λ = 0.95, value fit with Adam (lr 1e-3, minibatch 128, 10 epochs), observation and reward
+normalization. Both run one after the other in this process' machine, each alone, so that the
+timings are comparable; each is followed by a 10-episode deterministic evaluation with frozen
+observation statistics.
+
+sb3-contrib and torch are optional and used only here:
+
+    pip install torch==2.13.0 sb3-contrib      # on this machine: the CPU wheel on disk
+    python bench/compare_sb3.py --steps 1000000 --seed 0
+
+Without them the script says so and exits 0. Writes bench/results/compare_sb3.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as run.py does
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.learning import cpu_model  # noqa: E402
+
+
+def run_trpo_np(env_id, steps, seed):
+    from trpo_np.train import Config, Trainer
+
+    cfg = Config(env=env_id, steps=steps, num_envs=4, batch_steps=2048, eval_every=0, seed=seed)
+    tr = Trainer(cfg, run_dir=None, quiet=True)
+    t0 = time.perf_counter()
+    tr.train()
+    wall = time.perf_counter() - t0
+    return wall, tr.env_steps, tr.evaluate(10, seed=10_000 + seed)
+
+
+def run_sb3(env_id, steps, seed, torch_threads):
+    import gymnasium as gym
+    import torch
+    from sb3_contrib import TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    venv = VecNormalize(make_vec_env(env_id, n_envs=4, seed=seed), gamma=0.99)
+    model = TRPO("MlpPolicy", venv, n_steps=512, batch_size=128, gamma=0.99, gae_lambda=0.95,
+                 cg_max_steps=10, cg_damping=0.1, line_search_shrinking_factor=0.8, line_search_max_iter=10,
+                 n_critic_updates=10, learning_rate=1e-3, target_kl=0.01, normalize_advantage=True,
+                 policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh),
+                 seed=seed, device="cpu", verbose=0)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    wall = time.perf_counter() - t0
+    env = gym.make(env_id)
+    returns = []
+    for ep in range(10):
+        obs, _ = env.reset(seed=10_000 + seed + ep)
+        done, total = False, 0.0
+        while not done:
+            a, _ = model.predict(venv.normalize_obs(obs[None]), deterministic=True)
+            obs, r, term, trunc, _ = env.step(a[0])
+            total += r
+            done = term or trunc
+        returns.append(total)
+    return wall, model.num_timesteps, returns, torch.__version__, torch.get_num_threads()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="Hopper-v4")
+    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
+    args = p.parse_args()
+    try:
+        import sb3_contrib  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        print(f"skipped: {e.name} is not installed; install the optional comparison with\n"
+              "    pip install torch==2.13.0 sb3-contrib")
+        return 0
+    import sb3_contrib
+
+    w_np, n_np, r_np = run_trpo_np(args.env, args.steps, args.seed)
+    print(f"trpo_np: {n_np:,} steps in {w_np:.0f} s = {n_np / w_np:,.0f} steps/s; eval {np.mean(r_np):.1f}", flush=True)
+    w_sb, n_sb, r_sb, tv, tt = run_sb3(args.env, args.steps, args.seed, args.torch_threads)
+    print(f"sb3-contrib: {n_sb:,} steps in {w_sb:.0f} s = {n_sb / w_sb:,.0f} steps/s; eval {np.mean(r_sb):.1f}", flush=True)
+    lines = [f"# trpo_np vs sb3-contrib TRPO, {args.env}, {args.steps:,} steps, seed {args.seed}", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu_model()}), one after the other. "
+             f"sb3-contrib {sb3_contrib.__version__}, torch {tv} ({tt} threads); trpo_np with single-threaded BLAS. "
+             f"Command: `python bench/compare_sb3.py --steps {args.steps} --seed {args.seed}`", "",
+             "| library | wall time (s) | env steps/s | final deterministic eval (10 ep.) |", "|---|---|---|---|",
+             f"| trpo_np | {w_np:.0f} | {n_np / w_np:,.0f} | {np.mean(r_np):.1f} ± {np.std(r_np):.1f} |",
+             f"| sb3-contrib TRPO | {w_sb:.0f} | {n_sb / w_sb:,.0f} | {np.mean(r_sb):.1f} ± {np.std(r_sb):.1f} |", "",
+             f"Throughput ratio trpo_np / sb3-contrib: **{(n_np / w_np) / (n_sb / w_sb):.2f}x**."]
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "compare_sb3.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
