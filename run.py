@@ -58,9 +58,9 @@ def parse_args(argv=None):
     a("--vf-lr", type=float, help="value-function Adam step size (default 1e-3)")
     a("--no-obs-norm", dest="normalize_obs", action="store_false", default=None, help="no observation normalization")
     a("--no-reward-scale", dest="scale_reward", action="store_false", default=None, help="no reward scaling")
-    a("--vine-states", type=int, help="vine: rollout-set size N per iteration")
-    a("--vine-actions", type=int, help="vine: actions K per state")
-    a("--vine-horizon", type=int, help="vine: rollout horizon T")
+    a("--vine-states", type=int, help="vine: rollout-set size N per iteration (default 50)")
+    a("--vine-actions", type=int, help="vine: actions K per state (default 4; all for small discrete spaces)")
+    a("--vine-horizon", type=int, help="vine: branch length T, then bootstrapped with V (default 25)")
     a("--frame-size", type=int, help="Atari: frames are resized to S×S (default 42)")
     a("--sticky-actions", type=float, help="Atari: repeat-action probability (default 0)")
     a("--life-loss", action="store_true", default=None, help="Atari: a lost life ends the learning episode")
@@ -93,6 +93,9 @@ def build_config(args):
         v = getattr(args, name)
         if v is not None:
             setattr(cfg, name, v)
+    if cfg.method == "vine" and args.batch_steps is None:
+        # vine: N·K·T branch steps plus a trunk of 2,500 steps per iteration (see trpo_np/vine.py)
+        cfg.batch_steps = cfg.vine_states * cfg.vine_actions * cfg.vine_horizon + 2500
     if args.hidden is not None:
         try:
             cfg.hidden = tuple(int(h) for h in args.hidden.split(","))

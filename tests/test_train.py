@@ -124,3 +124,10 @@ def test_run_py_atari_one_iteration_checkpoint_and_eval(tmp_path, capsys):
     assert cfg.fvp_fraction == 0.1 and cfg.atari == {"frame_size": 42}
     assert run.main(["--eval", os.path.join(out, "checkpoint.npz"), "--episodes", "1"]) == 0
     assert "ALE/Pong-v5: 1 deterministic episodes" in capsys.readouterr().out
+
+
+def test_vine_defaults_size_the_batch_for_the_branches():
+    cfg = run.build_config(run.parse_args(["--env", "CartPole-v1", "--method", "vine"]))
+    assert (cfg.vine_states, cfg.vine_actions, cfg.vine_horizon) == (50, 4, 25)
+    assert cfg.batch_steps == 50 * 4 * 25 + 2500
+    assert run.build_config(run.parse_args(["--method", "vine", "--batch-steps", "9000"])).batch_steps == 9000

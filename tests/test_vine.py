@@ -1,10 +1,6 @@
 """The vine sampler: simulator restore, unbiased Q̂ with common random numbers, surrogate gradients,
 learning CartPole, and the error for environments without state restore."""
 
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: BLAS threads only contend on 2 cores
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -15,8 +11,9 @@ from trpo_np.distributions import Categorical, DiagGaussian
 from trpo_np.nn import mlp
 from trpo_np.policy import Policy, TRPOBatch, single_path_objective
 from trpo_np.train import Config, Trainer
-from trpo_np.vine import (VineSampler, draw_noise, get_env_state, rollout_branches, set_env_state,
-                          state_kind, vine_continuous_objective, vine_discrete_objective)
+from trpo_np.envs import get_state as get_env_state, set_state as set_env_state, state_kind
+from trpo_np.vine import (VineSampler, draw_noise, rollout_branches, vine_continuous_objective,
+                          vine_discrete_objective)
 
 
 # -- a chain MDP with a closed-form Q ------------------------------------------------------------
@@ -135,7 +132,7 @@ def test_mujoco_restore_replays_identically(env_id):
     rng = np.random.default_rng(0)
     replay(env, 0.3 * rng.standard_normal((7, dim)))
     state = get_env_state(env)  # MuJoCo through trpo_np.envs.get_state
-    assert state_kind(env) == "sim" and state["elapsed"] == 7
+    assert state_kind(env) == "mujoco" and state["elapsed"] == 7
     actions = 0.5 * rng.standard_normal((20, dim))
     first = replay(env, actions)
     replay(env, rng.standard_normal((5, dim)))  # move away
@@ -146,20 +143,23 @@ def test_mujoco_restore_replays_identically(env_id):
     assert envs_mod._time_limit(other)._elapsed_steps == 27
 
 
-def test_classic_control_restore_keeps_state_rng_and_time_limit():
-    env, other = envs_mod.make_env("CartPole-v1"), envs_mod.make_env("CartPole-v1")
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_classic_control_restore_keeps_state_rng_and_time_limit(env_id):
+    env, other = envs_mod.make_env(env_id), envs_mod.make_env(env_id)
     env.reset(seed=1)
     other.reset(seed=2)
-    replay(env, [0, 1, 1, 0])
+    env.action_space.seed(0)
+    replay(env, [env.action_space.sample() for _ in range(4)])
     assert state_kind(env) == "classic"
     state = get_env_state(env)
-    actions = [1, 1, 0, 1, 0, 0, 1]
+    actions = [env.action_space.sample() for _ in range(7)]
     first = replay(env, actions)
     set_env_state(other, state)
     assert_identical(replay(other, actions), first)
     envs_mod._time_limit(env)._elapsed_steps = 0
     set_env_state(env, state)
     assert envs_mod._time_limit(env)._elapsed_steps == 4
+    assert_identical(replay(env, actions), first)
 
 
 # -- Q̂: unbiased, and common random numbers reduce the variance of differences -------------------
@@ -197,7 +197,7 @@ def test_branch_q_is_unbiased_and_crn_reduces_variance_of_differences():
         d = q[:, 1] - q[:, 0]
         assert abs(d.mean() - (q_true[1] - q_true[0])) < 4 * d.std() / np.sqrt(M)
         spread[crn] = d.var()
-    assert spread[True] < 0.5 * spread[False], spread
+    assert spread[True] < 0.25 * spread[False], spread  # about 0.05 here
 
 
 def test_sampler_batch_q_matches_closed_form_with_value_bootstrap():
@@ -309,7 +309,10 @@ def test_vine_learns_cartpole():
     assert np.mean(returns) >= 475, returns
 
 
-def test_vine_on_env_without_state_restore_is_a_clear_error():
-    tr = Trainer(Config(env="VineNoState-v0", method="vine", steps=100, eval_every=0), run_dir=None, quiet=True)
+def test_vine_on_env_without_state_restore_is_a_clear_error(tmp_path):
+    from trpo_np.train import start_run
+
+    out = str(tmp_path / "run")
     with pytest.raises(envs_mod.EnvError, match="--method vine needs simulator state save/restore"):
-        tr.train()
+        start_run(Config(env="VineNoState-v0", method="vine", steps=100, eval_every=0), out, quiet=True)
+    assert not tmp_path.joinpath("run").exists()  # fails before anything is written

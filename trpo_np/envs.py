@@ -7,8 +7,10 @@ are updated from each sampled batch *after* the update, so they are frozen while
 collected and optimized, and saved with checkpoints. Optional reward scaling divides rewards by
 the running standard deviation of the discounted return (as in OpenAI baselines' VecNormalize).
 
-MuJoCo state = (qpos, qvel, act, time, warm-start accelerations, TimeLimit's elapsed steps):
-restoring it and replaying the same actions reproduces the same observations and rewards.
+Simulator state (for the vine method): MuJoCo (qpos, qvel, act, ctrl, time, warm-start
+accelerations), Atari (:mod:`trpo_np.atari`), classic control (``unwrapped.state`` and the
+env's RNG) or an env's own ``get_state``/``set_state``, with the TimeLimit counter: restoring it
+and replaying the same actions reproduces the same observations and rewards.
 
 References:
     Chan, Golub & LeVeque (1979), Updating formulae and a pairwise algorithm for computing
@@ -16,6 +18,8 @@ References:
 """
 
 from __future__ import annotations
+
+import copy
 
 import gymnasium as gym
 import numpy as np
@@ -124,8 +128,7 @@ class RewardScaler:
 
 
 # -- simulator state for the vine method -----------------------------------------------------
-def is_ale(env) -> bool:
-    return hasattr(env.unwrapped, "ale")
+_CLASSIC_EXTRA = ("steps_beyond_terminated", "last_u")
 
 
 def _time_limit(env):
@@ -137,37 +140,81 @@ def _time_limit(env):
     return None
 
 
-def supports_state(env) -> bool:
+def _env_name(env) -> str:
+    return env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+
+
+def state_kind(env) -> str | None:
+    """How ``env``'s simulator state is saved: 'atari' (ALE and our wrappers), 'mujoco',
+    'method' (the env's own ``get_state()``/``set_state(s)``, which must include its RNG),
+    'classic' (classic control: ``unwrapped.state`` and its ``np_random``), or None.
+    Call after the first reset (Pendulum creates ``state`` in reset)."""
     u = env.unwrapped
-    return hasattr(u, "data") and hasattr(u, "model") or is_ale(env)
+    if hasattr(u, "ale"):
+        return "atari"
+    if hasattr(u, "data") and hasattr(u, "model"):
+        return "mujoco"
+    if callable(getattr(u, "get_state", None)) and callable(getattr(u, "set_state", None)):
+        return "method"
+    if hasattr(u, "state") and hasattr(u, "np_random"):
+        return "classic"
+    return None
 
 
-def get_state(env):
-    """A snapshot from which ``set_state`` replays the env exactly (MuJoCo or Atari)."""
-    if is_ale(env):
+def check_state_support(env, env_id: str | None = None) -> str:
+    """``state_kind(env)``, or a one-line EnvError when the vine method cannot restore it."""
+    kind = state_kind(env)
+    if kind is None:
+        raise EnvError(f"{env_id or _env_name(env)}: --method vine needs simulator state save/restore (MuJoCo, "
+                       "Atari, classic control with env.unwrapped.state, or an env with get_state()/set_state()); "
+                       "this environment has none, use --method single")
+    return kind
+
+
+def get_state(env, kind: str | None = None):
+    """A snapshot from which :func:`set_state` replays ``env`` (or a copy made the same way)
+    exactly: the same actions give the same observations, rewards and done flags.
+
+    MuJoCo: qpos, qvel, act, ctrl, warm-start accelerations, simulation time (together
+    MuJoCo's integration state for these models) and the TimeLimit counter."""
+    kind = kind or check_state_support(env)
+    if kind == "atari":
         return atari.get_state(env)
     u = env.unwrapped
-    if not (hasattr(u, "data") and hasattr(u, "model")):
-        raise EnvError(f"{env.spec.id if env.spec else env}: the vine method needs simulator state "
-                       "save/restore, supported for MuJoCo and Atari environments only")
-    d = u.data
     tl = _time_limit(env)
-    return {"qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "act": d.act.copy(), "time": float(d.time),
-            "qacc_warmstart": d.qacc_warmstart.copy(), "ctrl": d.ctrl.copy(),
-            "elapsed": None if tl is None else tl._elapsed_steps}
+    elapsed = None if tl is None else tl._elapsed_steps
+    if kind == "mujoco":
+        d = u.data
+        return {"qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "act": d.act.copy(), "time": float(d.time),
+                "qacc_warmstart": d.qacc_warmstart.copy(), "ctrl": d.ctrl.copy(), "elapsed": elapsed}
+    if kind == "method":
+        return {"env": u.get_state(), "elapsed": elapsed}
+    return {"state": copy.deepcopy(u.state), "rng": copy.deepcopy(u.np_random.bit_generator.state),
+            "extra": {k: copy.deepcopy(getattr(u, k)) for k in _CLASSIC_EXTRA if hasattr(u, k)},
+            "elapsed": elapsed}
 
 
-def set_state(env, state) -> None:
-    if is_ale(env):
-        return atari.set_state(env, state)
-    import mujoco
-
+def set_state(env, state, kind: str | None = None) -> None:
+    kind = kind or check_state_support(env)
+    if kind == "atari":
+        atari.set_state(env, state)
+        return
     u = env.unwrapped
-    d = u.data
-    d.qpos[:], d.qvel[:], d.act[:] = state["qpos"], state["qvel"], state["act"]
-    d.qacc_warmstart[:], d.ctrl[:] = state["qacc_warmstart"], state["ctrl"]
-    d.time = state["time"]
-    mujoco.mj_forward(u.model, d)
+    if kind == "mujoco":
+        import mujoco
+
+        d = u.data
+        d.qpos[:], d.qvel[:], d.act[:] = state["qpos"], state["qvel"], state["act"]
+        d.qacc_warmstart[:], d.ctrl[:] = state["qacc_warmstart"], state["ctrl"]
+        d.time = state["time"]
+        mujoco.mj_forward(u.model, d)
+    elif kind == "method":
+        u.set_state(state["env"])
+    else:
+        u.state = copy.deepcopy(state["state"])
+        u.np_random.bit_generator.state = copy.deepcopy(state["rng"])
+        for k, v in state["extra"].items():
+            setattr(u, k, copy.deepcopy(v))
     tl = _time_limit(env)
     if tl is not None and state["elapsed"] is not None:
         tl._elapsed_steps = state["elapsed"]

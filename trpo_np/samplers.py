@@ -67,7 +67,10 @@ class SinglePathSampler:
             return obs
         return self.obs_rms.normalize(obs, self.policy.dtype)
 
-    def sample(self, steps: int) -> Batch:
+    def sample(self, steps: int, on_step=None) -> Batch:
+        """About ``steps`` env steps (rounded up to a multiple of num_envs). ``on_step(t, obs_n)``,
+        if given, is called before the policy acts at step t (the vine sampler saves simulator
+        states there)."""
         E = self.num_envs
         T = -(-steps // E)  # ceil: every copy runs the same number of steps
         pol = self.policy
@@ -80,6 +83,8 @@ class SinglePathSampler:
         trunc_te = np.zeros((T, E), dtype=bool)
         final_obs, final_t, final_e, episodes = [], [], [], []
         for t in range(T):
+            if on_step is not None:
+                on_step(t, obs_n)
             obs_te[t] = obs_n
             if raw is not None:
                 raw[t] = self.obs

@@ -30,7 +30,7 @@ from .nn import atari_cnn, mlp
 from .optim import trpo_step
 from .policy import Policy, TRPOBatch, single_path_objective
 from .samplers import SinglePathSampler
-from .value import ValueFunction, explained_variance, gae
+from .value import ValueFunction, batch_gae, explained_variance
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -67,9 +67,9 @@ class Config:
     seed: int = 0
     dtype: str = "float32"
     method: str = "single"              # "single" (single path) or "vine"
-    vine_states: int = 100
-    vine_actions: int = 4
-    vine_horizon: int = 50
+    vine_states: int = 50              # N: rollout-set states per iteration
+    vine_actions: int = 4              # K: actions per state (all actions of a small discrete space)
+    vine_horizon: int = 25             # T: branch length (then bootstrapped with V)
     atari: dict = field(default_factory=dict)  # frame_size, frame_skip, ... for make_atari_env
 
     def validate(self) -> None:
@@ -108,10 +108,16 @@ class Config:
 
 # -- construction ------------------------------------------------------------------------------
 def make_spaces(cfg: Config):
+    """The env's spaces; for the vine method also checks that its state can be restored, so that
+    a bad combination fails before a run directory is written."""
     env = envs_mod.make_env(cfg.env, **cfg.atari)
-    spaces = env.observation_space, env.action_space
-    env.close()
-    return spaces
+    try:
+        if cfg.method == "vine":
+            env.reset(seed=0)  # some classic-control envs create their state in reset
+            envs_mod.check_state_support(env, cfg.env)
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
 
 
 def build_networks(cfg: Config, obs_space, act_space, rng: np.random.Generator):
@@ -227,15 +233,7 @@ class Trainer:
         cfg = self.cfg
         T, E = batch.rew_te.shape
         obs = batch.obs_te.reshape((T * E,) + batch.obs_te.shape[2:])
-        # values of all states, the states after the batch and the final states of truncations
-        v_all = self.vf.predict(np.concatenate([obs, batch.last_obs_e, batch.final_obs]))
-        val_te = v_all[:T * E].reshape(T, E)
-        next_val_te = np.empty_like(val_te)
-        next_val_te[:-1] = val_te[1:]
-        next_val_te[-1] = v_all[T * E:T * E + E]
-        next_val_te[batch.final_idx] = v_all[T * E + E:]  # V(final obs) bootstraps truncations
-        done_te = batch.terminated_te | batch.truncated_te
-        adv_te, ret_te = gae(batch.rew_te, val_te, next_val_te, batch.terminated_te, done_te, cfg.gamma, cfg.lam)
+        adv_te, ret_te, val_te = batch_gae(self.vf, batch, cfg.gamma, cfg.lam)
         adv = adv_te.reshape(-1)
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         act = batch.act_te.reshape((T * E,) + batch.act_te.shape[2:])

@@ -45,6 +45,24 @@ def gae(rew_te, val_te, next_val_te, terminated_te, done_te, gamma: float, lam: 
     return adv_te, adv_te + val_te
 
 
+def batch_gae(vf, batch, gamma: float, lam: float, rescale: float = 1.0):
+    """GAE over a single-path :class:`~trpo_np.samplers.Batch` with value function ``vf``
+    (predictions multiplied by ``rescale``). V is evaluated once for all states, the states
+    after the batch and the final observations of truncated episodes (which bootstrap).
+    Returns (adv_te, ret_te, val_te)."""
+    T, E = batch.rew_te.shape
+    obs = batch.obs_te.reshape((T * E,) + batch.obs_te.shape[2:])
+    v_all = rescale * vf.predict(np.concatenate([obs, batch.last_obs_e, batch.final_obs]))
+    val_te = v_all[:T * E].reshape(T, E)
+    next_val_te = np.empty_like(val_te)
+    next_val_te[:-1] = val_te[1:]
+    next_val_te[-1] = v_all[T * E:T * E + E]
+    next_val_te[batch.final_idx] = v_all[T * E + E:]  # V(final obs) bootstraps truncations
+    done_te = batch.terminated_te | batch.truncated_te
+    adv_te, ret_te = gae(batch.rew_te, val_te, next_val_te, batch.terminated_te, done_te, gamma, lam)
+    return adv_te, ret_te, val_te
+
+
 def explained_variance(pred_n, target_n) -> float:
     """1 − Var[target − pred] / Var[target]: 1 is perfect, 0 is no better than a constant."""
     var = np.var(target_n)

@@ -1,4 +1,4 @@
-"""The vine sampler (paper Sec. 5.2, App. B): Q̂(s, a) from branched rollouts with common random numbers.
+"""The vine sampler (paper Sec. 5.2): Q̂(s, a) from branched rollouts with common random numbers.
 
 One iteration:
 
@@ -38,10 +38,11 @@ The mean KL and the Fisher-vector product are taken over the N rollout-set state
 the same CG + line search as single path (:func:`trpo_np.optim.trpo_step`). The value function
 is fitted on the trunk to GAE(γ, λ) λ-returns, exactly as in single path.
 
-Rewards: with ``cfg.scale_reward`` the trunk updates the trainer's running return-std scaler
-(:class:`trpo_np.envs.RewardScaler`), and every reward of the batch, trunk and branches alike,
-is divided by the scale frozen at the start of the batch, so Q̂, the λ-returns and V share one
-unit inside a batch (V's predictions are rescaled when the scale moves between batches).
+Rewards: with ``cfg.scale_reward`` the trunk feeds the trainer's return-std scaler
+(:class:`trpo_np.envs.RewardScaler`; the trainer folds the batch into it afterwards), and every
+reward of the batch, trunk and branches alike, is divided by the scale frozen at the start of
+the batch, so Q̂, the λ-returns and V share one unit inside a batch (V's predictions are
+rescaled by new scale / scale V was fitted in when the scale moves between batches).
 Without it, raw (Atari: clipped) rewards are used.
 
 Env-step budget: ``sample(steps)`` spends ``steps`` env steps in all: the branches take at most
@@ -49,23 +50,18 @@ N·K·T (less when branches terminate early), the trunk the rest, but at least
 ``max(2N, MIN_TRUNK_STEPS)`` steps, rounded up to a multiple of ``num_envs``. Branch steps are
 reported separately (``batch.branch_steps``) and count toward the run's total.
 
-Simulator state protocol (:func:`get_env_state` / :func:`set_env_state`), tried in this order:
-MuJoCo and Atari through :mod:`trpo_np.envs`; an env whose ``unwrapped`` has ``get_state()``
-and ``set_state(state)`` methods (the state must include the env's RNG and be restorable into
-another copy of the env); classic control (``unwrapped.state``, plus the env's ``np_random``
-state and ``steps_beyond_terminated``/``last_u`` where present). For the last two the
-TimeLimit counter is saved as well.
+Simulator state: :func:`trpo_np.envs.get_state` / :func:`trpo_np.envs.set_state` (MuJoCo,
+Atari, classic control, or an env with its own ``get_state``/``set_state``).
 
 References:
     Schulman et al. (2015), Trust Region Policy Optimization, arXiv 1502.05477, Sec. 5.2,
-    eq. (15)-(16), App. B, Table 2.
+    eq. (15)-(16), Table 2 (vine parameters).
     Glasserman (2004), Monte Carlo Methods in Financial Engineering, Sec. 4.2 (common random numbers).
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -74,80 +70,12 @@ from . import envs as envs_mod
 from .distributions import Categorical
 from .optim import trpo_step
 from .policy import Policy, TRPOBatch
-from .samplers import Batch
-from .value import explained_variance, gae
+from .samplers import Batch, SinglePathSampler
+from .value import batch_gae, explained_variance
 
 MIN_TRUNK_STEPS = 512     # the trunk also feeds the value fit: never less than this per batch
 MAX_BRANCH_ENVS = 128     # branch env copies stepped in lockstep (vector observations)
 MAX_BRANCH_ENVS_IMAGE = 16
-
-
-# -- simulator state ---------------------------------------------------------------------------
-_CLASSIC_EXTRA = ("steps_beyond_terminated", "last_u")
-
-
-def state_kind(env) -> str | None:
-    """'sim' (MuJoCo/Atari), 'method' (own get_state/set_state), 'classic' (``unwrapped.state``) or None."""
-    if envs_mod.supports_state(env):
-        return "sim"
-    u = env.unwrapped
-    if callable(getattr(u, "get_state", None)) and callable(getattr(u, "set_state", None)):
-        return "method"
-    if hasattr(u, "state") and hasattr(u, "np_random"):
-        return "classic"
-    return None
-
-
-def get_env_state(env, kind: str | None = None):
-    """A snapshot from which :func:`set_env_state` replays ``env`` (or a copy made the same way)."""
-    kind = kind or state_kind(env)
-    if kind == "sim":
-        return envs_mod.get_state(env)
-    u = env.unwrapped
-    tl = envs_mod._time_limit(env)
-    elapsed = None if tl is None else tl._elapsed_steps
-    if kind == "method":
-        return {"env": u.get_state(), "elapsed": elapsed}
-    if kind == "classic":
-        return {"state": copy.deepcopy(u.state), "rng": copy.deepcopy(u.np_random.bit_generator.state),
-                "extra": {k: copy.deepcopy(getattr(u, k)) for k in _CLASSIC_EXTRA if hasattr(u, k)},
-                "elapsed": elapsed}
-    raise envs_mod.EnvError(f"{_env_name(env)}: no simulator state save/restore")
-
-
-def set_env_state(env, state, kind: str | None = None) -> None:
-    kind = kind or state_kind(env)
-    if kind == "sim":
-        envs_mod.set_state(env, state)
-        return
-    u = env.unwrapped
-    if kind == "method":
-        u.set_state(state["env"])
-    elif kind == "classic":
-        u.state = copy.deepcopy(state["state"])
-        u.np_random.bit_generator.state = copy.deepcopy(state["rng"])
-        for k, v in state["extra"].items():
-            setattr(u, k, copy.deepcopy(v))
-    else:
-        raise envs_mod.EnvError(f"{_env_name(env)}: no simulator state save/restore")
-    tl = envs_mod._time_limit(env)
-    if tl is not None and state["elapsed"] is not None:
-        tl._elapsed_steps = state["elapsed"]
-
-
-def check_env(env, env_id: str | None = None) -> str:
-    """The state kind of ``env``; raises EnvError (one line) when the vine method cannot use it."""
-    kind = state_kind(env)
-    if kind is None:
-        raise envs_mod.EnvError(
-            f"{env_id or _env_name(env)}: --method vine needs simulator state save/restore (MuJoCo, Atari, "
-            "classic control with env.unwrapped.state, or an env with get_state()/set_state()); "
-            "this environment has none, use --method single")
-    return kind
-
-
-def _env_name(env) -> str:
-    return env.spec.id if env.spec is not None else type(env.unwrapped).__name__
 
 
 # -- π_old with given noise (common random numbers) ---------------------------------------------
@@ -184,11 +112,11 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
     Returns (q_b: (B,) float64, env steps taken).
     """
     B = len(act_b)
-    kind = kind or state_kind(envs[0])
+    kind = kind or envs_mod.check_state_support(envs[0])
     space = envs[0].action_space
     clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
     for b in range(B):
-        set_env_state(envs[b], states_b[b], kind)
+        envs_mod.set_state(envs[b], states_b[b], kind)
     q_b = np.zeros(B)
     alive = np.ones(B, dtype=bool)
     obs_b = np.zeros((B,) + envs[0].observation_space.shape, dtype=envs[0].observation_space.dtype)
@@ -272,8 +200,7 @@ class VineBatch:
     q_nk: np.ndarray        # (N, K): Q̂(s_n, a_nk) in the batch's reward unit
     enumerated: bool        # actions are all of a discrete space (eq. 15), else sampled (eq. 16)
     branch_steps: int
-    reward_scale: float
-    info: dict = field(default_factory=dict)
+    reward_scale: float     # rewards were multiplied by this (1 without reward scaling)
 
     @property
     def steps(self) -> int:
@@ -304,19 +231,21 @@ class VineSampler:
         self.reward_scaler = trainer.reward_scaler
         self.bootstrap, self.crn = bootstrap, crn
         self.num_envs = cfg.num_envs
-        self.envs = []
+        self.branch_envs = []
+        # the trunk: the single-path sampler over env copies stepped in this process, whose
+        # simulator states we save at the rollout-set steps
+        self.venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, asynchronous=False, **cfg.atari)
         try:
-            for _ in range(cfg.num_envs):
-                self.envs.append(envs_mod.make_env(cfg.env, **cfg.atari))
-            self.kind = check_env(self.envs[0], cfg.env)
-            space = self.envs[0].action_space
+            self.trunk_sampler = SinglePathSampler(self.venv, self.policy, self.rng, seed, self.obs_rms,
+                                                   self.reward_scaler)
+            self.kind = envs_mod.check_state_support(self.venv.envs[0], cfg.env)  # after the reset
+            space = self.venv.single_action_space
             self.discrete = isinstance(space, gym.spaces.Discrete)
             self.n_actions = int(space.n) if self.discrete else None
-            self.clip = None if self.discrete else (space.low, space.high)
             K = cfg.vine_actions
             self.enumerate = self.discrete and self.n_actions <= K
             self.K = self.n_actions if self.enumerate else K
-            image = envs_mod.is_image_space(self.envs[0].observation_space)
+            image = envs_mod.is_image_space(self.venv.single_observation_space)
             cap = branch_envs or (MAX_BRANCH_ENVS_IMAGE if image else MAX_BRANCH_ENVS)
             self.states_per_group = max(1, cap // self.K)
             n_branch = min(cfg.vine_states, self.states_per_group) * self.K
@@ -324,17 +253,15 @@ class VineSampler:
         except BaseException:
             self.close()
             raise
-        self.obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)])
         for i, env in enumerate(self.branch_envs):  # OrderEnforcing: a reset before the first step
             env.reset(seed=seed + 100_003 + i)
-        self.ep_ret = np.zeros(self.num_envs)
-        self.ep_len = np.zeros(self.num_envs, dtype=np.int64)
         self.vf_scale = None  # reward scale V was last fitted in
 
     def close(self) -> None:
-        for env in self.envs + getattr(self, "branch_envs", []):
+        self.venv.close()
+        for env in self.branch_envs:
             env.close()
-        self.envs, self.branch_envs = [], []
+        self.branch_envs = []
 
     def normalize(self, obs):
         return obs if self.obs_rms is None else self.obs_rms.normalize(obs, self.policy.dtype)
@@ -359,67 +286,23 @@ class VineSampler:
         trunk, states, obs_n = self._trunk(Tt, slots, scale)
         act_nk, logq_nk = self._actions(obs_n)
         q_nk, branch_steps = self._branches(states, act_nk, scale)
-        return VineBatch(trunk, obs_n, act_nk, logq_nk, q_nk, self.enumerate, branch_steps, scale,
-                         info=dict(vine_states=N, vine_actions=self.K))
+        return VineBatch(trunk, obs_n, act_nk, logq_nk, q_nk, self.enumerate, branch_steps, scale)
 
     def _trunk(self, T: int, slots: np.ndarray, scale: float):
-        """π_old in E env copies for T steps; saves the simulator state at the rollout-set slots."""
-        pol, E, scaler = self.policy, self.num_envs, self.reward_scaler
+        """π_old in E env copies for T steps (the single-path sampler, whose rewards carry the
+        same frozen scale); saves the simulator state at the rollout-set slots."""
+        E = self.num_envs
         save_at = {}
         for i in slots:
             save_at.setdefault(int(i) // E, []).append(int(i) % E)
         states, obs_saved = [], []
-        obs_n = self.normalize(self.obs)
-        obs_te = np.empty((T,) + obs_n.shape, dtype=obs_n.dtype)
-        raw = np.empty((T,) + self.obs.shape, dtype=self.obs.dtype) if self.obs_rms is not None else None
-        act_te = logp_te = None
-        rew_te = np.empty((T, E), dtype=pol.dtype)
-        term_te = np.zeros((T, E), dtype=bool)
-        trunc_te = np.zeros((T, E), dtype=bool)
-        final_obs, final_t, final_e, episodes = [], [], [], []
-        for t in range(T):
+
+        def save(t, obs_n):
             for e in save_at.get(t, ()):
-                states.append(get_env_state(self.envs[e], self.kind))
+                states.append(envs_mod.get_state(self.venv.envs[e], self.kind))
                 obs_saved.append(obs_n[e])
-            obs_te[t] = obs_n
-            if raw is not None:
-                raw[t] = self.obs
-            act, logp = pol.act(obs_n, self.rng)
-            if act_te is None:
-                act_te = np.empty((T,) + act.shape, dtype=act.dtype)
-                logp_te = np.empty((T, E), dtype=logp.dtype)
-            act_te[t], logp_te[t] = act, logp
-            rew, term, trunc = np.empty(E), np.zeros(E, bool), np.zeros(E, bool)
-            raw_rew = np.empty(E)
-            next_obs = np.empty_like(self.obs)
-            for e, env in enumerate(self.envs):
-                a = np.clip(act[e], *self.clip) if self.clip is not None else act[e]
-                o, rew[e], term[e], trunc[e], info = env.step(a)
-                raw_rew[e] = info.get("raw_reward", rew[e])
-                if term[e] or trunc[e]:
-                    if trunc[e] and not term[e]:
-                        final_obs.append(o)
-                        final_t.append(t)
-                        final_e.append(e)
-                    o, _ = env.reset()
-                next_obs[e] = o
-            done = term | trunc
-            self.ep_ret += raw_rew
-            self.ep_len += 1
-            if scaler is not None:
-                scaler(rew, done)  # update the running return std; this batch uses the frozen `scale`
-            rew_te[t], term_te[t], trunc_te[t] = rew * scale, term, trunc
-            for e in np.flatnonzero(done):
-                episodes.append((float(self.ep_ret[e]), int(self.ep_len[e])))
-            self.ep_ret[done] = 0.0
-            self.ep_len[done] = 0
-            self.obs = next_obs
-            obs_n = self.normalize(self.obs)
-        final = (self.normalize(np.stack(final_obs)) if final_obs
-                 else np.zeros((0,) + obs_n.shape[1:], dtype=obs_n.dtype))
-        trunk = Batch(obs_te, act_te, logp_te, rew_te, term_te, trunc_te, obs_n, final,
-                      (np.array(final_t, dtype=np.intp), np.array(final_e, dtype=np.intp)),
-                      None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes)
+
+        trunk = self.trunk_sampler.sample(T * E, on_step=save)
         return trunk, states, np.stack(obs_saved)
 
     def _actions(self, obs_n: np.ndarray):
@@ -481,14 +364,7 @@ class VineSampler:
         T, E = tr.rew_te.shape
         obs = tr.obs_te.reshape((T * E,) + tr.obs_te.shape[2:])
         rescale = 1.0 if self.vf_scale is None else batch.reward_scale / self.vf_scale
-        v_all = rescale * self.vf.predict(np.concatenate([obs, tr.last_obs_e, tr.final_obs]))
-        val_te = v_all[:T * E].reshape(T, E)
-        next_val_te = np.empty_like(val_te)
-        next_val_te[:-1] = val_te[1:]
-        next_val_te[-1] = v_all[T * E:T * E + E]
-        next_val_te[tr.final_idx] = v_all[T * E + E:]  # V(final obs) bootstraps truncations
-        _, ret_te = gae(tr.rew_te, val_te, next_val_te, tr.terminated_te, tr.terminated_te | tr.truncated_te,
-                        cfg.gamma, cfg.lam)
+        _, ret_te, val_te = batch_gae(self.vf, tr, cfg.gamma, cfg.lam, rescale)
         ret = ret_te.reshape(-1)
         stats = {"vf_explained_var": explained_variance(val_te.reshape(-1), ret)}
         stats.update(self.vf.fit(obs, ret, rng))
