@@ -15,16 +15,16 @@ import os
 import sys
 import time
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as run.py does
-    os.environ.setdefault(_var, "1")
-
-import numpy as np  # noqa: E402
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+
+single_threaded_blas()
+
+import numpy as np  # noqa: E402
+
 import run  # noqa: E402
-from bench.learning import cpu_model  # noqa: E402
 from trpo_np.envs import make_vector_env  # noqa: E402
 from trpo_np.train import Trainer  # noqa: E402
 
@@ -66,8 +66,7 @@ def main():
     print(f"update of a {batch.steps:,}-step batch: {t_update:.1f} s (kl {stats['kl']:.4f}, "
           f"backtracks {stats['backtracks']})", flush=True)
     lines = [f"# Atari speed, {args.env}", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu_model()}), single-threaded BLAS, "
-             f"run.py's Atari defaults ({cfg.num_envs} env copies, {cfg.atari['frame_size']}×{cfg.atari['frame_size']}×4 "
+             f"{machine()}; run.py's Atari defaults ({cfg.num_envs} env copies, {cfg.atari['frame_size']}×{cfg.atari['frame_size']}×4 "
              f"frames, paper CNN, F on {cfg.fvp_fraction:.0%} of the states, {cfg.vf_epochs} value epoch). "
              f"Command: `python bench/atari.py --env {args.env} --steps {args.steps} --update-steps {args.update_steps}`", "",
              "| what | figure |", "|---|---|",
@@ -75,11 +74,7 @@ def main():
              f"| sampling with the CNN policy | {s:,.0f} agent steps/s |",
              f"| ratio sampling / random | **{s / r:.2f}** |",
              f"| one TRPO update + value fit, {batch.steps:,}-step batch | **{t_update:.1f} s** |"]
-    text = "\n".join(lines) + "\n"
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", f"atari-speed-{args.env.replace('/', '_')}.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_result(f"atari-speed-{args.env.replace('/', '_')}.md", lines)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,14 @@ import os
 import sys
 import time
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as run.py does
-    os.environ.setdefault(_var, "1")
-
-import numpy as np  # noqa: E402
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.learning import cpu_model  # noqa: E402
+from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+
+single_threaded_blas()
+
+import numpy as np  # noqa: E402
 
 
 def run_trpo_np(env_id, steps, seed):
@@ -98,18 +97,14 @@ def main():
     w_sb, n_sb, r_sb, tv, tt = run_sb3(args.env, args.steps, args.seed, args.torch_threads)
     print(f"sb3-contrib: {n_sb:,} steps in {w_sb:.0f} s = {n_sb / w_sb:,.0f} steps/s; eval {np.mean(r_sb):.1f}", flush=True)
     lines = [f"# trpo_np vs sb3-contrib TRPO, {args.env}, {args.steps:,} steps, seed {args.seed}", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu_model()}), one after the other. "
+             f"{machine()}; one after the other. "
              f"sb3-contrib {sb3_contrib.__version__}, torch {tv} ({tt} threads); trpo_np with single-threaded BLAS. "
              f"Command: `python bench/compare_sb3.py --steps {args.steps} --seed {args.seed}`", "",
              "| library | wall time (s) | env steps/s | final deterministic eval (10 ep.) |", "|---|---|---|---|",
              f"| trpo_np | {w_np:.0f} | {n_np / w_np:,.0f} | {np.mean(r_np):.1f} ± {np.std(r_np):.1f} |",
              f"| sb3-contrib TRPO | {w_sb:.0f} | {n_sb / w_sb:,.0f} | {np.mean(r_sb):.1f} ± {np.std(r_sb):.1f} |", "",
              f"Throughput ratio trpo_np / sb3-contrib: **{(n_np / w_np) / (n_sb / w_sb):.2f}x**."]
-    text = "\n".join(lines) + "\n"
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "compare_sb3.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_result("compare_sb3.md", lines)
     return 0
 
 

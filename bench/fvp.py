@@ -22,10 +22,14 @@ import os
 import sys
 import time
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+
+single_threaded_blas()  # as in training
+
+import numpy as np  # noqa: E402
 
 from trpo_np.distributions import Categorical, DiagGaussian  # noqa: E402
 from trpo_np.nn import atari_cnn, mlp  # noqa: E402
@@ -75,27 +79,15 @@ def main():
     p.add_argument("--repeats", type=int, default=15)
     args = p.parse_args()
     rows = [case(c, d, args.repeats) for c in ("mlp", "cnn") for d in (np.float32, np.float64)]
-    try:
-        from threadpoolctl import threadpool_info
-        blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '')} {i['num_threads']} threads"
-                         for i in threadpool_info())
-    except ImportError:
-        blas = "threadpoolctl not installed"
     lines = ["# Gradient vs Fisher-vector product", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores; OPENBLAS_CORETYPE="
-             f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; BLAS: {blas}. Command: `python bench/fvp.py`. "
-             f"Medians of {args.repeats} runs.", "",
+             f"{machine()}. Command: `python bench/fvp.py`. Medians of {args.repeats} runs.", "",
              "| policy | dtype | states | parameters | gradient (ms) | F v (ms) | F v incl. forward (ms) | F v / gradient |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         label = "64-64 tanh MLP, Gaussian" if r["case"] == "mlp" else "paper CNN 42×42×4, categorical"
         lines.append(f"| {label} | {r['dtype']} | {r['n']:,} | {r['params']:,} | {r['grad_ms']:.2f} | "
                      f"{r['fvp_ms']:.2f} | {r['fvp_fwd_ms']:.2f} | {r['ratio']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "fvp.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_result("fvp.md", lines)
 
 
 if __name__ == "__main__":

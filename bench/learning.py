@@ -20,15 +20,18 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import subprocess
 import sys
 import time
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+
+single_threaded_blas()  # also for the run.py children
+
+import numpy as np  # noqa: E402
 
 
 def random_stepping_time(env_id: str, steps: int, num_envs: int, seed: int = 0) -> float:
@@ -49,17 +52,6 @@ def random_stepping_time(env_id: str, steps: int, num_envs: int, seed: int = 0) 
 def read_progress(path: str):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():
@@ -128,8 +120,7 @@ def main():
            f"{' '.join(map(str, args.seeds))} --steps {args.steps} --jobs {args.jobs}"
            + (f" -- {' '.join(extra)}" if extra else ""))
     lines = [f"# {args.env}, {args.method} path, {args.steps:,} env steps, {len(rows)} seeds", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu_model()}), "
-             f"{args.jobs} training processes at a time. Command: `{cmd}`", "",
+             f"{machine()}; {args.jobs} training processes at a time. Command: `{cmd}`", "",
              "| seed | final eval (10 ep.) | mean of last 5 evals | wall time (s) | of it training (s) |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['seed']} | {r['final']:.1f} ± {r['final_std']:.1f} | {r['last5']:.1f} | {r['wall']:.0f} | {r['train']:.0f} |")
@@ -142,10 +133,7 @@ def main():
                      f"measured after the training processes finished: {rand_t:.0f} s. "
                      f"Ratio training (without evaluations) / random stepping: {np.median(trains) / rand_t:.2f} (median seed; "
                      f"training ran {args.jobs} at a time on {os.cpu_count()} cores).")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(res_dir, f"learning-{name}.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_result(f"learning-{name}.md", lines)
 
 
 if __name__ == "__main__":

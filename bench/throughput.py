@@ -20,15 +20,15 @@ import os
 import sys
 import time
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as run.py does
-    os.environ.setdefault(_var, "1")
-
-import numpy as np  # noqa: E402
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.learning import cpu_model  # noqa: E402
+from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+
+single_threaded_blas()
+
+import numpy as np  # noqa: E402
+
 from trpo_np.envs import make_vector_env  # noqa: E402
 from trpo_np.samplers import SinglePathSampler  # noqa: E402
 from trpo_np.train import Config, Trainer  # noqa: E402
@@ -94,9 +94,7 @@ def main():
                   f"({med['train'] / med['random']:.2f}x)", flush=True)
     sync_random = {r["env"]: r["random"] for r in rows if r["mode"] == "sync"}
     lines = ["# Throughput", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu_model()}), "
-             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, single-threaded BLAS. "
-             f"{args.steps:,} env steps per measurement, batch {args.batch_steps}, medians of {args.repeats}. "
+             f"{machine()}. {args.steps:,} env steps per measurement, batch {args.batch_steps}, medians of {args.repeats}. "
              f"Command: `python bench/throughput.py --steps {args.steps} --repeats {args.repeats}`", "",
              "| env | mode | copies | (a) random steps/s | (b) sampling steps/s | (c) training steps/s | b/a | c/a | c / sync (a) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -104,11 +102,7 @@ def main():
         lines.append(f"| {r['env']} | {r['mode']} | {r['n']} | {r['random']:,.0f} | {r['sample']:,.0f} | "
                      f"{r['train']:,.0f} | {r['sample'] / r['random']:.2f} | {r['train'] / r['random']:.2f} | "
                      f"{r['train'] / sync_random[r['env']]:.2f} |")
-    text = "\n".join(lines) + "\n"
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "throughput.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_result("throughput.md", lines)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import sys
 import time
 import warnings
@@ -47,6 +46,8 @@ import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from bench.common import cpu_model  # noqa: E402
 
 ENVS = {
     "CartPole-v1": dict(steps=100_000, single=dict(batch_steps=2048),
@@ -84,17 +85,6 @@ def run_one(job):
                 vine_states=cfg.vine_states if method == "vine" else "", batch_steps=cfg.batch_steps,
                 vine_actions=cfg.vine_actions if method == "vine" else "",
                 vine_horizon=cfg.vine_horizon if method == "vine" else "")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def table(rows, command: str, jobs: int) -> str:
