@@ -121,15 +121,18 @@ def make_atari_env(
 def _check_atari_id(env_id: str) -> None:
     """Raise ValueError unless env_id is a registered ale-py env whose ROM is present."""
     gym.register_envs(ale_py)
-    known = sorted(i for i in gym.registry if i.startswith("ALE/"))
-    examples = difflib.get_close_matches(env_id, known, n=3) or ["ALE/Pong-v5", "ALE/Breakout-v5"]
-    hint = f"ale-py knows e.g. {', '.join(examples)}, ... ({len(known)} ALE/ ids)"
+
+    def hint():  # only on the error paths: difflib over ~100 ids is not free
+        known = sorted(i for i in gym.registry if i.startswith("ALE/"))
+        examples = difflib.get_close_matches(env_id, known, n=3) or ["ALE/Pong-v5", "ALE/Breakout-v5"]
+        return f"ale-py knows e.g. {', '.join(examples)}, ... ({len(known)} ALE/ ids)"
+
     if not is_atari_id(env_id):
-        raise ValueError(f"not an Atari environment id {env_id!r}; {hint}")
+        raise ValueError(f"not an Atari environment id {env_id!r}; {hint()}")
     try:
         spec = gym.spec(env_id)
     except gym.error.UnregisteredEnv as err:  # NameNotFound, VersionNotFound, NamespaceNotFound
-        raise ValueError(f"unknown Atari environment {env_id!r}; {hint}") from err
+        raise ValueError(f"unknown Atari environment {env_id!r}; {hint()}") from err
     try:
         rom_path = roms.get_rom_path(spec.kwargs["game"])   # None: a ROM ale-py does not support
     except OSError as err:  # ROM directory or file missing, bad hash
