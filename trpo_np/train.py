@@ -168,7 +168,6 @@ class Trainer:
         self.reward_scaler = envs_mod.RewardScaler(cfg.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None
         self.iteration, self.env_steps, self.trunk_steps, self.branch_steps = 0, 0, 0, 0
         self.elapsed = self.eval_time = 0.0  # wall-clock seconds of the run, and of it in evaluations
-        self.venv = None
         self.sampler = None
 
     # -- state ---------------------------------------------------------------------------------
@@ -224,9 +223,8 @@ class Trainer:
             from .vine import VineSampler
             self.sampler = VineSampler(self, seed)
             return
-        self.venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, cfg.asynchronous, **cfg.atari)
-        self.sampler = SinglePathSampler(self.venv, self.policy, self.rng_act, seed, self.obs_rms,
-                                         self.reward_scaler)
+        venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, cfg.asynchronous, **cfg.atari)
+        self.sampler = SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler)
 
     def single_path_update(self, batch) -> dict:
         """Advantages, TRPO step and value fit for a single-path batch."""
@@ -337,7 +335,8 @@ def _write_frame(writer, env, path):
         raise RuntimeError("the environment rendered no frame; set MUJOCO_GL=egl (or osmesa) on a headless machine")
     if writer is None:
         h, w = frame.shape[:2]
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 50, (w, h))
+        fps = float(env.metadata.get("render_fps") or 30)
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not writer.isOpened():
             raise RuntimeError(f"OpenCV could not open {path!r} for writing (mp4v)")
     writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
