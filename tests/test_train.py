@@ -131,3 +131,14 @@ def test_vine_defaults_size_the_batch_for_the_branches():
     assert (cfg.vine_states, cfg.vine_actions, cfg.vine_horizon) == (50, 4, 25)
     assert cfg.batch_steps == 50 * 4 * 25 + 2500
     assert run.build_config(run.parse_args(["--method", "vine", "--batch-steps", "9000"])).batch_steps == 9000
+
+
+def test_async_sampling_reproduces_the_sync_run(tmp_path):
+    """--async steps the same seeded env copies in subprocesses: the run is the same."""
+    rows = {}
+    for flag in ([], ["--async"]):
+        out = str(tmp_path / ("async" if flag else "sync"))
+        assert run.main(["--env", "CartPole-v1", "--steps", "800", "--batch-steps", "400", "--num-envs", "2",
+                         "--eval-every", "0", "--seed", "4", "--out", out, "--quiet", *flag]) == 0
+        rows[bool(flag)] = [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in read_rows(out)]
+    assert rows[True] == rows[False]
