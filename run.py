@@ -155,6 +155,10 @@ def main(argv=None) -> int:
         print(f"\ninterrupted at iteration {trainer.iteration}; the checkpoint in {run_dir} is complete. "
               f"Continue with: python run.py --resume {run_dir}", file=sys.stderr)
         return 130
+    except (ValueError, ShapeError) as e:  # e.g. NaN observations from the environment
+        print(f"run.py: error: {e} (at iteration {trainer.iteration + 1}; the checkpoint in {run_dir} "
+              f"holds iteration {trainer.iteration})", file=sys.stderr)
+        return 1
     rets = trainer.evaluate(trainer.cfg.eval_episodes, seed=10_000 + trainer.cfg.seed)
     print(f"done: {trainer.env_steps:,} env steps in {last.get('elapsed', 0):.0f} s; final deterministic "
           f"evaluation over {len(rets)} episodes: {sum(rets) / len(rets):.1f}; run directory {run_dir}")

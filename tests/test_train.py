@@ -3,6 +3,7 @@
 import csv
 import os
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -142,3 +143,35 @@ def test_async_sampling_reproduces_the_sync_run(tmp_path):
                          "--eval-every", "0", "--seed", "4", "--out", out, "--quiet", *flag]) == 0
         rows[bool(flag)] = [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in read_rows(out)]
     assert rows[True] == rows[False]
+
+
+class NaNAfter(gym.Env):
+    """A 2-D observation env that emits NaN observations from step 30 on."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(2, np.nan) if self.t >= 30 else self.np_random.standard_normal(2)
+        return obs, 1.0, False, self.t >= 200, {}
+
+
+gym.register("NaNAfter-v0", entry_point=NaNAfter)
+
+
+def test_nan_observations_stop_training_with_a_clear_error(tmp_path, capsys):
+    out = str(tmp_path / "nan")
+    assert run.main(["--env", "NaNAfter-v0", "--steps", "400", "--batch-steps", "20", "--num-envs", "1",
+                     "--eval-every", "0", "--out", out, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite value (NaN or inf)" in err and "holds iteration 1" in err
+    assert len(read_rows(out)) == 1  # the completed iteration is saved
