@@ -24,6 +24,8 @@ def make_layer(kind):
         layer, x = Flatten((3, 4, 2)), rng.standard_normal((2, 3, 4, 2))
     elif kind == "conv":
         layer, x = Conv2d((7, 6, 3), 5, kernel=3, stride=2), rng.standard_normal((2, 7, 6, 3))
+    elif kind == "conv_k4s2":  # stride divides the kernel (the Atari case); row 8 is in no window
+        layer, x = Conv2d((9, 8, 2), 3, kernel=4, stride=2), rng.standard_normal((2, 9, 8, 2))
     elif kind == "conv_s1":
         layer, x = Conv2d((5, 6, 2), 3, kernel=2, stride=1), rng.standard_normal((3, 5, 6, 2))
     net = Sequential([layer], np.float64).init(rng)
@@ -31,7 +33,7 @@ def make_layer(kind):
     return net, x
 
 
-LAYERS = ["dense", "tanh", "relu", "flatten", "conv", "conv_s1"]
+LAYERS = ["dense", "tanh", "relu", "flatten", "conv", "conv_k4s2", "conv_s1"]
 
 
 def first_layer_backward(net, x, dy):

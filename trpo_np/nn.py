@@ -177,10 +177,27 @@ class Conv2d(Layer):
         return win.transpose(0, 1, 2, 4, 5, 3).reshape(x.shape[0] * self.out_hw[0] * self.out_hw[1], -1)
 
     def col2im(self, dcols, n):
-        """Adjoint of im2col: scatter-add (n·Ho·Wo, k·k·C) back to (n, H, W, C)."""
+        """Adjoint of im2col: scatter-add (n·Ho·Wo, k·k·C) back to (n, H, W, C).
+
+        When the stride divides the kernel (k = A·s, as in the Atari networks), kernel offset
+        i = s·a + b lands on input row s·(p + a) + b, so with the input viewed as blocks
+        (rows p + a, phase b) the k² strided slices fold into A² adds of contiguous (b, c) runs.
+        """
         k, s = self.kernel, self.stride
         Ho, Wo = self.out_hw
         H, W, C = self.in_shape
+        if k % s == 0 and s > 1:
+            A = k // s
+            d = dcols.reshape(n, Ho, Wo, A, s, A, s, C)
+            blocks = np.zeros((n, Ho + A - 1, s, Wo + A - 1, s, C), dtype=dcols.dtype)
+            for a in range(A):
+                for a2 in range(A):
+                    view = blocks[:, a:a + Ho, :, a2:a2 + Wo, :, :]
+                    np.add(view, d[:, :, :, a, :, a2, :, :].transpose(0, 1, 3, 2, 4, 5), out=view)
+            Hc, Wc = s * (Ho + A - 1), s * (Wo + A - 1)  # rows/cols some window covers
+            dx = np.zeros((n, H, W, C), dtype=dcols.dtype)
+            dx[:, :Hc, :Wc] = blocks.reshape(n, Hc, Wc, C)
+            return dx
         dcols = dcols.reshape(n, Ho, Wo, k, k, C)
         dx = np.zeros((n, H, W, C), dtype=dcols.dtype)
         for i in range(k):  # loops over the kernel window only (k² slices), vectorized over n, p, q, c
