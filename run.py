@@ -42,7 +42,7 @@ def parse_args(argv=None):
     a("--batch-steps", type=int, help="env steps per iteration (default 2048; Atari 5,000)")
     a("--num-envs", type=int, help="env copies stepped together (default 4; Atari 8)")
     a("--async", dest="asynchronous", action="store_true", default=None,
-      help="step the env copies in subprocesses (gymnasium AsyncVectorEnv)")
+      help="step the env copies in worker processes, one per core (trpo_np.parallel)")
     a("--max-kl", type=float, help="δ, the bound on the mean KL per update (default 0.01)")
     a("--cg-iters", type=int, help="conjugate gradient iterations (default 10)")
     a("--damping", type=float, help="λ added to the Fisher matrix (default 0.1)")

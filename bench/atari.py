@@ -18,7 +18,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+from bench.common import machine, random_stepping, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()
 
@@ -40,12 +40,7 @@ def main():
     rand, samp = [], []
     for _ in range(args.repeats):
         venv = make_vector_env(cfg.env, cfg.num_envs, **cfg.atari)
-        venv.reset(seed=0)
-        venv.action_space.seed(0)
-        t0 = time.perf_counter()
-        for _ in range(args.steps // cfg.num_envs):
-            venv.step(venv.action_space.sample())
-        rand.append(args.steps / (time.perf_counter() - t0))
+        rand.append(args.steps / random_stepping(venv, args.steps))
         venv.close()
         tr = Trainer(cfg, run_dir=None, quiet=True)
         tr._make_sampler()

@@ -42,3 +42,28 @@ def write_result(name: str, lines: list[str]) -> str:
         f.write(text)
     print(text)
     return text
+
+
+def random_actions(space, n: int, rng):
+    """n uniform random actions of a Box or Discrete space, as one batch."""
+    import numpy as np
+
+    if hasattr(space, "n"):
+        return rng.integers(0, int(space.n), size=n)
+    return rng.uniform(space.low, space.high, size=(n,) + space.shape).astype(space.dtype)
+
+
+def random_stepping(venv, steps: int, seed: int = 0) -> float:
+    """Seconds to step a vector env ``steps`` env steps with uniform random actions."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    venv.reset(seed=seed)
+    n = venv.num_envs
+    acts = [random_actions(venv.single_action_space, n, rng) for _ in range(64)]  # drawn beforehand
+    t0 = time.perf_counter()
+    for i in range(-(-steps // n)):
+        venv.step(acts[i % 64])
+    return time.perf_counter() - t0

@@ -27,7 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+from bench.common import machine, random_stepping, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()  # also for the run.py children
 
@@ -39,12 +39,7 @@ def random_stepping_time(env_id: str, steps: int, num_envs: int, seed: int = 0) 
     from trpo_np.envs import make_vector_env
 
     venv = make_vector_env(env_id, num_envs)
-    venv.reset(seed=seed)
-    venv.action_space.seed(seed)
-    t0 = time.perf_counter()
-    for _ in range(-(-steps // num_envs)):
-        venv.step(venv.action_space.sample())
-    dt = time.perf_counter() - t0
+    dt = random_stepping(venv, steps, seed)
     venv.close()
     return dt
 

@@ -6,8 +6,8 @@
   (c) full training including the TRPO updates and value fits (no periodic evaluation),
 
 printed as ratios to (a), for Hopper-v4 and CartPole-v1, with the env copies stepped in this
-process (sync, gymnasium SyncVectorEnv) and in subprocesses (async, AsyncVectorEnv), all in one
-run of this script. Medians of ``--repeats``. Writes bench/results/throughput.md.
+process (sync, gymnasium SyncVectorEnv) and in one worker process per core (async,
+trpo_np.parallel.ProcessVectorEnv), all in one run of this script. Medians of ``--repeats``. Writes bench/results/throughput.md.
 
     python bench/throughput.py                       # defaults: 4 env copies, 40,960 steps
     python bench/throughput.py --envs Hopper-v4 --steps 100000 --repeats 5
@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+from bench.common import machine, random_stepping, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()
 
@@ -36,12 +36,7 @@ from trpo_np.train import Config, Trainer  # noqa: E402
 
 def random_steps(env_id, steps, num_envs, asynchronous):
     venv = make_vector_env(env_id, num_envs, asynchronous)
-    venv.reset(seed=0)
-    venv.action_space.seed(0)
-    t0 = time.perf_counter()
-    for _ in range(-(-steps // num_envs)):
-        venv.step(venv.action_space.sample())
-    dt = time.perf_counter() - t0
+    dt = random_stepping(venv, steps)
     venv.close()
     return steps / dt
 
@@ -75,13 +70,12 @@ def main():
     p.add_argument("--envs", nargs="+", default=["Hopper-v4", "CartPole-v1"])
     p.add_argument("--steps", type=int, default=40_960)
     p.add_argument("--num-envs", type=int, default=4)
-    p.add_argument("--async-envs", type=int, default=2, help="env copies (= worker processes) in async mode")
     p.add_argument("--batch-steps", type=int, default=2048)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     rows = []
     for env_id in args.envs:
-        for mode, n, asy in (("sync", args.num_envs, False), ("async", args.async_envs, True)):
+        for mode, n, asy in (("sync", args.num_envs, False), ("async", args.num_envs, True)):
             res = {k: [] for k in ("random", "sample", "train")}
             for _ in range(args.repeats):  # interleaved, so that a slow spell hits all three
                 res["random"].append(random_steps(env_id, args.steps, n, asy))

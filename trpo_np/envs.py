@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import copy
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -59,12 +60,16 @@ def is_image_space(space) -> bool:
 
 
 def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, **kwargs):
-    """num_envs copies, autoreset in the same step (the final observation is in info["final_obs"])."""
-    fns = [lambda: make_env(env_id, **kwargs) for _ in range(num_envs)]
-    mode = gym.vector.AutoresetMode.SAME_STEP
+    """num_envs copies, autoreset in the same step (the final observation is in info["final_obs"]).
+
+    asynchronous: the copies run in one worker process per core, a block of copies each
+    (:class:`trpo_np.parallel.ProcessVectorEnv`); otherwise in this process (SyncVectorEnv)."""
     if asynchronous:
-        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+        from .parallel import ProcessVectorEnv
+
+        return ProcessVectorEnv(env_id, num_envs, workers=os.cpu_count() or 1, **kwargs)
+    fns = [lambda: make_env(env_id, **kwargs) for _ in range(num_envs)]
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 class RunningMeanStd:
