@@ -13,7 +13,7 @@ sb3-contrib and torch are optional and used only here:
     pip install torch==2.13.0 sb3-contrib      # on this machine: the CPU wheel on disk
     python bench/compare_sb3.py --steps 1000000 --seed 0
 
-Without them the script says so and exits 0. Writes bench/results/compare_sb3.md.
+Without them the script says so and exits 0. Writes bench/results/compare_sb3-torch<threads>.md.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main():
              f"| trpo_np | {w_np:.0f} | {n_np / w_np:,.0f} | {np.mean(r_np):.1f} ± {np.std(r_np):.1f} |",
              f"| sb3-contrib TRPO | {w_sb:.0f} | {n_sb / w_sb:,.0f} | {np.mean(r_sb):.1f} ± {np.std(r_sb):.1f} |", "",
              f"Throughput ratio trpo_np / sb3-contrib: **{(n_np / w_np) / (n_sb / w_sb):.2f}x**."]
-    write_result("compare_sb3.md", lines)
+    write_result(f"compare_sb3-torch{tt}.md", lines)
     return 0
 
 
