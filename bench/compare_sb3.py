@@ -4,7 +4,8 @@
 Matched: 4 env copies × 512 steps = 2,048 steps per iteration, 64-64 tanh policy and value
 networks, δ = 0.01, 10 CG iterations, damping 0.1, line search ×0.8 up to 10 times, γ = 0.99,
 GAE λ = 0.95, value fit with Adam (lr 1e-3, minibatch 128, 10 epochs), observation and reward
-normalization. Both run one after the other in this process' machine, each alone, so that the
+normalization. trpo_np runs twice, with the env copies in its own process and with
+``--async`` (one worker process per core). All run one after the other in this process' machine, each alone, so that the
 timings are comparable; each is followed by a 10-episode deterministic evaluation with frozen
 observation statistics.
 
@@ -33,10 +34,11 @@ single_threaded_blas()
 import numpy as np  # noqa: E402
 
 
-def run_trpo_np(env_id, steps, seed):
+def run_trpo_np(env_id, steps, seed, asynchronous=False):
     from trpo_np.train import Config, Trainer
 
-    cfg = Config(env=env_id, steps=steps, num_envs=4, batch_steps=2048, eval_every=0, seed=seed)
+    cfg = Config(env=env_id, steps=steps, num_envs=4, batch_steps=2048, eval_every=0, seed=seed,
+                 asynchronous=asynchronous)
     tr = Trainer(cfg, run_dir=None, quiet=True)
     t0 = time.perf_counter()
     tr.train()
@@ -94,6 +96,9 @@ def main():
 
     w_np, n_np, r_np = run_trpo_np(args.env, args.steps, args.seed)
     print(f"trpo_np: {n_np:,} steps in {w_np:.0f} s = {n_np / w_np:,.0f} steps/s; eval {np.mean(r_np):.1f}", flush=True)
+    w_as, n_as, r_as = run_trpo_np(args.env, args.steps, args.seed, asynchronous=True)
+    print(f"trpo_np --async: {n_as:,} steps in {w_as:.0f} s = {n_as / w_as:,.0f} steps/s; eval {np.mean(r_as):.1f}",
+          flush=True)
     w_sb, n_sb, r_sb, tv, tt = run_sb3(args.env, args.steps, args.seed, args.torch_threads)
     print(f"sb3-contrib: {n_sb:,} steps in {w_sb:.0f} s = {n_sb / w_sb:,.0f} steps/s; eval {np.mean(r_sb):.1f}", flush=True)
     lines = [f"# trpo_np vs sb3-contrib TRPO, {args.env}, {args.steps:,} steps, seed {args.seed}", "",
@@ -102,8 +107,11 @@ def main():
              f"Command: `python bench/compare_sb3.py --steps {args.steps} --seed {args.seed}`", "",
              "| library | wall time (s) | env steps/s | final deterministic eval (10 ep.) |", "|---|---|---|---|",
              f"| trpo_np | {w_np:.0f} | {n_np / w_np:,.0f} | {np.mean(r_np):.1f} ± {np.std(r_np):.1f} |",
+             f"| trpo_np --async ({os.cpu_count()} worker processes) | {w_as:.0f} | {n_as / w_as:,.0f} | "
+             f"{np.mean(r_as):.1f} ± {np.std(r_as):.1f} |",
              f"| sb3-contrib TRPO | {w_sb:.0f} | {n_sb / w_sb:,.0f} | {np.mean(r_sb):.1f} ± {np.std(r_sb):.1f} |", "",
-             f"Throughput ratio trpo_np / sb3-contrib: **{(n_np / w_np) / (n_sb / w_sb):.2f}x**."]
+             f"Throughput ratio trpo_np / sb3-contrib: **{(n_np / w_np) / (n_sb / w_sb):.2f}x** in one process, "
+             f"**{(n_as / w_as) / (n_sb / w_sb):.2f}x** with --async."]
     write_result(f"compare_sb3-torch{tt}.md", lines)
     return 0
 
