@@ -7,7 +7,8 @@
 
 printed as ratios to (a), for Hopper-v4 and CartPole-v1, with the env copies stepped in this
 process (sync, gymnasium SyncVectorEnv) and in one worker process per core (async,
-trpo_np.parallel.ProcessVectorEnv), all in one run of this script. Medians of ``--repeats``. Writes bench/results/throughput.md.
+trpo_np.parallel.ProcessVectorEnv), all in one run of this script. Medians of ``--repeats``.
+Writes bench/results/throughput-<N>envs.md.
 
     python bench/throughput.py                       # defaults: 4 env copies, 40,960 steps
     python bench/throughput.py --envs Hopper-v4 --steps 100000 --repeats 5
@@ -96,7 +97,7 @@ def main():
         lines.append(f"| {r['env']} | {r['mode']} | {r['n']} | {r['random']:,.0f} | {r['sample']:,.0f} | "
                      f"{r['train']:,.0f} | {r['sample'] / r['random']:.2f} | {r['train'] / r['random']:.2f} | "
                      f"{r['train'] / sync_random[r['env']]:.2f} |")
-    write_result("throughput.md", lines)
+    write_result(f"throughput-{args.num_envs}envs.md", lines)
 
 
 if __name__ == "__main__":
