@@ -104,7 +104,8 @@ def main():
     lines = [f"# trpo_np vs sb3-contrib TRPO, {args.env}, {args.steps:,} steps, seed {args.seed}", "",
              f"{machine()}; one after the other. "
              f"sb3-contrib {sb3_contrib.__version__}, torch {tv} ({tt} threads); trpo_np with single-threaded BLAS. "
-             f"Command: `python bench/compare_sb3.py --steps {args.steps} --seed {args.seed}`", "",
+             f"Command: `python bench/compare_sb3.py --steps {args.steps} --seed {args.seed}"
+             f"{f' --torch-threads {args.torch_threads}' if args.torch_threads else ''}`", "",
              "| library | wall time (s) | env steps/s | final deterministic eval (10 ep.) |", "|---|---|---|---|",
              f"| trpo_np | {w_np:.0f} | {n_np / w_np:,.0f} | {np.mean(r_np):.1f} ± {np.std(r_np):.1f} |",
              f"| trpo_np --async ({os.cpu_count()} worker processes) | {w_as:.0f} | {n_as / w_as:,.0f} | "
