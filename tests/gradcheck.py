@@ -37,3 +37,13 @@ def numerical_jacobian(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         e[j] = 1.0
         cols.append(numerical_jvp(f, x, e, eps).reshape(-1))
     return np.stack(cols, axis=1)
+
+
+def surrogate_gradient_check(batch):
+    """The analytic gradient of a TRPOBatch's surrogate and its central difference in θ
+    (evaluate() moves the policy's θ; it is put back)."""
+    _, g = batch.loss_and_grad()
+    theta = batch.policy.theta.copy()
+    num = numerical_grad(lambda t: batch.evaluate(t)[0], theta.copy())
+    batch.policy.theta[:] = theta
+    return g, num

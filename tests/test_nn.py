@@ -117,12 +117,8 @@ def test_network_backward_and_jvp_adjoint_identity():
     assert abs(np.sum(w * net.jvp(v, caches)) - np.dot(net.backward(w, caches), v)) < 1e-10 * np.abs(v).sum()
 
 
-def test_mlp_gradient_and_jvp_against_central_differences():
-    net = mlp(4, (6, 5), 3, dtype=np.float64).init(RNG)
-    x = RNG.standard_normal((5, 4))
-    y, caches = net.forward(x)
-    dy, v = RNG.standard_normal(y.shape), RNG.standard_normal(net.size)
-    assert rel_error(net.backward(dy, caches), numerical_grad(lambda t: float(np.sum(net(x) * dy)), net.theta)) < 1e-6
+def output_at(net, x):
+    """θ ↦ net(x) at parameters θ, leaving the network's θ as it was."""
     theta0 = net.theta.copy()
 
     def f(t):
@@ -130,8 +126,16 @@ def test_mlp_gradient_and_jvp_against_central_differences():
         out = net(x)
         net.theta[:] = theta0
         return out
+    return f
 
-    assert rel_error(net.jvp(v, caches), numerical_jvp(f, theta0, v)) < 1e-6
+
+def test_mlp_gradient_and_jvp_against_central_differences():
+    net = mlp(4, (6, 5), 3, dtype=np.float64).init(RNG)
+    x = RNG.standard_normal((5, 4))
+    y, caches = net.forward(x)
+    dy, v = RNG.standard_normal(y.shape), RNG.standard_normal(net.size)
+    assert rel_error(net.backward(dy, caches), numerical_grad(lambda t: float(np.sum(net(x) * dy)), net.theta)) < 1e-6
+    assert rel_error(net.jvp(v, caches), numerical_jvp(output_at(net, x), net.theta.copy(), v)) < 1e-6
 
 
 @pytest.mark.parametrize("kind,shape", [("paper", (10, 10, 2)), ("nature", (36, 36, 2))])
@@ -156,14 +160,7 @@ def test_atari_value_network_gradient_and_jvp(kind, shape):
     num = np.array([(loss_at(i, 1e-6) - loss_at(i, -1e-6)) / 2e-6 for i in idx])
     assert rel_error(g[idx], num) < 1e-6
     v = rng.standard_normal(net.size)
-
-    def f(t):
-        net.theta[:] = t
-        out = net(x)
-        net.theta[:] = theta0
-        return out
-
-    assert rel_error(net.jvp(v, caches), numerical_jvp(f, theta0, v)) < 1e-6
+    assert rel_error(net.jvp(v, caches), numerical_jvp(output_at(net, x), theta0, v)) < 1e-6
 
 
 def test_flat_parameter_views_share_memory():

@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tests.gradcheck import numerical_grad, rel_error
+from tests.gradcheck import numerical_grad, rel_error, surrogate_gradient_check
 from trpo_np import envs as envs_mod
 from trpo_np.distributions import Categorical, DiagGaussian
 from trpo_np.nn import mlp
@@ -256,11 +256,7 @@ def test_discrete_objective_gradient_and_baseline_invariance():
     logp = np.log(rng.dirichlet(np.ones(K), size=N)).reshape(-1)
     assert rel_error(phi(logp)[1], numerical_grad(lambda x: phi(x)[0], logp.copy())) < 1e-7
     # ∇_θ L through the policy against central differences of L(θ)
-    tb = TRPOBatch(pol, obs, act, phi, kl_obs=obs_n)
-    L, g = tb.loss_and_grad()
-    theta = pol.theta.copy()
-    num = numerical_grad(lambda t: tb.evaluate(t)[0], theta.copy())
-    pol.theta[:] = theta  # evaluate() left θ at the last perturbed point
+    g, num = surrogate_gradient_check(TRPOBatch(pol, obs, act, phi, kl_obs=obs_n))
     assert rel_error(g, num) < 1e-6
     assert rel_error(g * (1 + 1e-3 * rng.standard_normal(g.shape)), num) > 1e-5  # the check can fail
     # a state baseline V(s_n) moves L by a constant, not its gradient
@@ -287,11 +283,7 @@ def test_continuous_objective_gradient_and_score_function_at_theta_old():
     assert rel_error(g_old, g_sp) < 1e-10
     # away from θ_old, against central differences
     pol.theta[:] += 0.05 * rng.standard_normal(pol.size)
-    tb = TRPOBatch(pol, obs, act, phi, kl_obs=obs_n)
-    L, g = tb.loss_and_grad()
-    theta = pol.theta.copy()
-    num = numerical_grad(lambda t: tb.evaluate(t)[0], theta.copy())
-    pol.theta[:] = theta  # evaluate() left θ at the last perturbed point
+    g, num = surrogate_gradient_check(TRPOBatch(pol, obs, act, phi, kl_obs=obs_n))
     assert rel_error(g, num) < 1e-6
     assert rel_error(g * (1 + 1e-3 * rng.standard_normal(g.shape)), num) > 1e-5
 
