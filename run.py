@@ -33,8 +33,8 @@ ATARI_DEFAULTS = dict(batch_steps=5_000, num_envs=8, lam=0.95, fvp_fraction=0.1,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Trust Region Policy Optimization in NumPy",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Trust Region Policy Optimization (Schulman et al. 2015) in NumPy. "
+                                "Defaults are for MuJoCo; ALE/ ids get the Atari defaults.")
     a = p.add_argument
     a("--env", help="gymnasium id, e.g. Hopper-v4, CartPole-v1, ALE/Pong-v5 (default Hopper-v4)")
     a("--method", choices=["single", "vine"], help="sampler: single path or vine (default single)")
@@ -70,7 +70,7 @@ def parse_args(argv=None):
     a("--out", help="run directory (default runs/ENV-sSEED-TIME); must not exist or be empty")
     a("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     a("--eval", metavar="CHECKPOINT", help="evaluate a checkpoint (deterministic actions) and exit")
-    a("--episodes", type=int, default=10, help="episodes for --eval")
+    a("--episodes", type=int, default=10, help="episodes for --eval (default 10)")
     a("--video", metavar="FILE.mp4", help="with --eval: write the first episode as mp4 (MuJoCo needs MUJOCO_GL=egl headless)")
     a("--quiet", action="store_true", help="no per-iteration lines")
     return p.parse_args(argv)
