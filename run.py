@@ -39,7 +39,7 @@ def parse_args(argv=None):
     a("--env", help="gymnasium id, e.g. Hopper-v4, CartPole-v1, ALE/Pong-v5 (default Hopper-v4)")
     a("--method", choices=["single", "vine"], help="sampler: single path or vine (default single)")
     a("--steps", type=int, help="total env steps, trunk and vine branches (default 1,000,000; Atari 10M)")
-    a("--batch-steps", type=int, help="env steps per iteration (default 2048; Atari 5,000)")
+    a("--batch-steps", type=int, help="env steps per iteration (default 2048; Atari 5,000; vine N·K·T + 2,500)")
     a("--num-envs", type=int, help="env copies stepped together (default 4; Atari 8)")
     a("--async", dest="asynchronous", action="store_true", default=None,
       help="step the env copies in worker processes, one per core (trpo_np.parallel)")
