@@ -76,6 +76,9 @@ def test_different_seeds_differ(tmp_path):
     (["--env", "CartPole-v1", "--hidden", "64,x"], "--hidden must be comma-separated"),
     (["--env", "CartPole-v1", "--frame-size", "42"], "Atari ids only"),
     (["--env", "CartPole-v1", "--video", "a.mp4"], "--video goes with --eval"),
+    (["--env", "CartPole-v1", "--method", "vine", "--vine-states", "0"], "--vine-states must be positive"),
+    (["--env", "CartPole-v1", "--fvp-fraction", "0"], "--fvp-fraction must be in (0, 1]"),
+    (["--env", "CartPole-v1", "--backtrack-coef", "1"], "--backtrack-coef must be in (0, 1)"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     out = str(tmp_path / "never")
