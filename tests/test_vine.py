@@ -12,7 +12,7 @@ from trpo_np.nn import mlp
 from trpo_np.policy import Policy, TRPOBatch, single_path_objective
 from trpo_np.train import Config, Trainer
 from trpo_np.envs import get_state as get_env_state, set_state as set_env_state, state_kind
-from trpo_np.vine import (VineSampler, draw_noise, rollout_branches, vine_continuous_objective,
+from trpo_np.vine import (VineSampler, rollout_branches, vine_continuous_objective,
                           vine_discrete_objective)
 
 
@@ -176,10 +176,10 @@ def branch_q(pol, start, acts, M, T, gamma, crn, seed):
         if crn:  # the K branches of a replication share the env RNG and the policy noise
             rng_states = [np.random.default_rng(s).bit_generator.state for s in rng.integers(2**62, size=m)
                           for _ in range(K)]
-            noise = np.repeat(draw_noise(pol.dist, rng, (m, T - 1)), K, axis=0)
+            noise = np.repeat(pol.dist.noise(rng, (m, T - 1)), K, axis=0)
         else:
             rng_states = [np.random.default_rng(s).bit_generator.state for s in rng.integers(2**62, size=m * K)]
-            noise = draw_noise(pol.dist, rng, (m * K, T - 1))
+            noise = pol.dist.noise(rng, (m * K, T - 1))
         states = [{"env": (start, r), "elapsed": None} for r in rng_states]
         q, _ = rollout_branches(envs, states, np.tile(acts, m), noise, pol, T, gamma, kind="method")
         out.append(q.reshape(m, K))

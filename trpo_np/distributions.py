@@ -77,12 +77,21 @@ class DiagGaussian:
     def sample(self, p, rng: np.random.Generator):
         return self.sample_logp(p, rng)[0]
 
+    def noise(self, rng: np.random.Generator, shape: tuple) -> np.ndarray:
+        """The random numbers of ``shape`` draws: standard normals ε, shape + (dim,)."""
+        return rng.standard_normal(shape + (self.dim,))
+
+    def from_noise(self, p, eps):
+        """The actions a = m + σ ε for given noise (the vine method reuses ε across branches)."""
+        m, logstd = p
+        return m + np.exp(logstd) * eps.astype(m.dtype, copy=False)
+
     def sample_logp(self, p, rng: np.random.Generator):
         """a = m + σ ε and log π(a) = −½‖ε‖² − Σℓ − (a/2) log 2π, without recomputing (a − m)/σ."""
         m, logstd = p
-        eps = rng.standard_normal(m.shape).astype(m.dtype, copy=False)
-        a = m + np.exp(logstd) * eps
-        return a, -0.5 * np.sum(eps * eps, axis=1) - (np.sum(logstd) + 0.5 * self.dim * math.log(2 * math.pi))
+        eps = self.noise(rng, (m.shape[0],)).astype(m.dtype, copy=False)
+        return self.from_noise(p, eps), -0.5 * np.sum(eps * eps, axis=1) - (
+            np.sum(logstd) + 0.5 * self.dim * math.log(2 * math.pi))
 
     def mode(self, p):
         return p[0]
@@ -134,12 +143,19 @@ class Categorical:
     def sample(self, p, rng: np.random.Generator):
         return self.sample_logp(p, rng)[0]
 
+    def noise(self, rng: np.random.Generator, shape: tuple) -> np.ndarray:
+        """The random numbers of ``shape`` draws: uniforms u in [0, 1)."""
+        return rng.random(shape)
+
+    def from_noise(self, p, u, lp=None):
+        """Inverse CDF: the first action whose cumulative probability exceeds u (vectorized)."""
+        cdf = np.cumsum(np.exp(self.log_softmax(p[0]) if lp is None else lp), axis=1)
+        return np.minimum((u.reshape(-1, 1) * cdf[:, -1:] > cdf).sum(axis=1), self.n - 1)
+
     def sample_logp(self, p, rng: np.random.Generator):
-        """Inverse-CDF sampling, vectorized over the batch, and the log-probabilities of the draws."""
+        """Inverse-CDF sampling and the log-probabilities of the draws (log-softmax computed once)."""
         lp = self.log_softmax(p[0])
-        cdf = np.cumsum(np.exp(lp), axis=1)
-        u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
-        a = np.minimum((u > cdf).sum(axis=1), self.n - 1)
+        a = self.from_noise(p, self.noise(rng, (lp.shape[0],)), lp)
         return a, lp[np.arange(len(a)), a]
 
     def mode(self, p):

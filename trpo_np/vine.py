@@ -67,7 +67,6 @@ import gymnasium as gym
 import numpy as np
 
 from . import envs as envs_mod
-from .distributions import Categorical
 from .optim import trpo_step
 from .policy import Policy, TRPOBatch
 from .samplers import Batch, SinglePathSampler
@@ -78,25 +77,6 @@ MAX_BRANCH_ENVS = 128     # branch env copies stepped in lockstep (vector observ
 MAX_BRANCH_ENVS_IMAGE = 16
 
 
-# -- π_old with given noise (common random numbers) ---------------------------------------------
-def draw_noise(dist, rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    """Noise for ``shape`` = (..., ) action draws: standard normals (..., dim) for a Gaussian,
-    uniforms (...,) for a categorical's inverse CDF."""
-    if isinstance(dist, Categorical):
-        return rng.random(shape)
-    return rng.standard_normal(shape + (dist.dim,))
-
-
-def sample_with_noise(dist, p, noise: np.ndarray) -> np.ndarray:
-    """The action ``dist.sample(p, rng)`` would draw if its random numbers were ``noise``."""
-    if isinstance(dist, Categorical):
-        cdf = np.cumsum(dist.probs(p), axis=1)
-        u = noise.reshape(-1, 1) * cdf[:, -1:]
-        return np.minimum((u > cdf).sum(axis=1), dist.n - 1)
-    m, logstd = p
-    return m + np.exp(logstd) * noise.astype(m.dtype, copy=False)  # a = m + σ ε
-
-
 def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: int, gamma: float,
                      normalize=None, vf=None, reward_scale: float = 1.0, vf_scale: float = 1.0,
                      kind: str | None = None):
@@ -104,7 +84,7 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
     takes ``act_b[b]``, then follows π_old, drawing its action at step t = 1..T−1 with the
     random numbers ``noise_b[b, t − 1]``.
 
-    noise_b: (B, T−1) (categorical) or (B, T−1, dim) (Gaussian), from :func:`draw_noise`;
+    noise_b: (B, T−1) (categorical) or (B, T−1, dim) (Gaussian), from ``policy.dist.noise``;
     rows that share a state and a noise row are common-random-number branches.
     normalize: raw observations -> policy inputs (None: identity). vf: ValueFunction to
     bootstrap γ^τ V(s_τ) at the horizon and at time-limit truncations (None: no bootstrap);
@@ -144,7 +124,7 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
         idx = np.flatnonzero(alive)
         x = obs_b[idx] if normalize is None else normalize(obs_b[idx])
         p, _ = policy.params(policy.preprocess(x))
-        act[idx] = sample_with_noise(policy.dist, p, noise_b[idx, t])  # action of step t + 1
+        act[idx] = policy.dist.from_noise(p, noise_b[idx, t])  # action of step t + 1
     if vf is not None and boot_idx:
         x = np.stack(boot_obs)
         v = vf.predict(x if normalize is None else normalize(x)).astype(np.float64)
@@ -264,7 +244,7 @@ class VineSampler:
         self.branch_envs = []
 
     def normalize(self, obs):
-        return obs if self.obs_rms is None else self.obs_rms.normalize(obs, self.policy.dtype)
+        return self.trunk_sampler.normalize(obs)
 
     def split(self, steps: int) -> tuple[int, int]:
         """(trunk steps, branch budget N·K·T) for a per-iteration budget of ``steps``."""
@@ -327,9 +307,9 @@ class VineSampler:
             n1 = min(N, n0 + self.states_per_group)
             G = n1 - n0
             if self.crn:  # one noise sequence per state, shared by its K branches
-                noise = np.repeat(draw_noise(dist, self.rng, (G, T - 1)), K, axis=0)
+                noise = np.repeat(dist.noise(self.rng, (G, T - 1)), K, axis=0)
             else:
-                noise = draw_noise(dist, self.rng, (G * K, T - 1))
+                noise = dist.noise(self.rng, (G * K, T - 1))
             states_b = [states[n] for n in range(n0, n1) for _ in range(K)]
             act_b = act_nk[n0:n1].reshape((G * K,) + act_nk.shape[2:])
             q_b, steps = rollout_branches(self.branch_envs, states_b, act_b, noise, self.policy, T, cfg.gamma,
