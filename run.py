@@ -42,7 +42,9 @@ def parse_args(argv=None):
     a("--batch-steps", type=int, help="env steps per iteration (default 2048; Atari 5,000; vine N·K·T + 2,500)")
     a("--num-envs", type=int, help="env copies stepped together (default 4; Atari 8)")
     a("--async", dest="asynchronous", action="store_true", default=None,
-      help="step the env copies in worker processes, one per core (trpo_np.parallel)")
+      help="sample on every core: the env copies split over one process per core (trpo_np.parallel)")
+    a("--processes", type=int, help="with --async: processes, this one included (default: one per core, "
+      "at most --num-envs)")
     a("--max-kl", type=float, help="δ, the bound on the mean KL per update (default 0.01)")
     a("--cg-iters", type=int, help="conjugate gradient iterations (default 10)")
     a("--damping", type=float, help="λ added to the Fisher matrix (default 0.1)")
@@ -86,7 +88,12 @@ def build_config(args):
         for k, v in ATARI_DEFAULTS.items():
             setattr(cfg, k, v)
     cfg.env = env
-    for name in ["method", "steps", "batch_steps", "num_envs", "asynchronous", "max_kl", "cg_iters", "damping",
+    if args.processes is not None and not args.asynchronous:
+        raise ValueError("--processes goes with --async")
+    if args.processes is not None and args.processes <= 0:
+        raise ValueError(f"--processes must be positive, got {args.processes}")
+    for name in ["method", "steps", "batch_steps", "num_envs", "asynchronous", "processes", "max_kl", "cg_iters",
+                 "damping",
                  "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "cnn",
                  "vf_epochs", "vf_lr", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
                  "vine_horizon", "eval_every", "dtype", "seed"]:

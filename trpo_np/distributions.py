@@ -86,10 +86,11 @@ class DiagGaussian:
         m, logstd = p
         return m + np.exp(logstd) * eps.astype(m.dtype, copy=False)
 
-    def sample_logp(self, p, rng: np.random.Generator):
-        """a = m + σ ε and log π(a) = −½‖ε‖² − Σℓ − (a/2) log 2π, without recomputing (a − m)/σ."""
+    def sample_logp(self, p, rng: np.random.Generator | None, noise: np.ndarray | None = None):
+        """a = m + σ ε and log π(a) = −½‖ε‖² − Σℓ − (a/2) log 2π, without recomputing (a − m)/σ.
+        ε is drawn from ``rng`` unless given as ``noise`` (drawn beforehand by :meth:`noise`)."""
         m, logstd = p
-        eps = self.noise(rng, (m.shape[0],)).astype(m.dtype, copy=False)
+        eps = (self.noise(rng, (m.shape[0],)) if noise is None else noise).astype(m.dtype, copy=False)
         return self.from_noise(p, eps), -0.5 * np.sum(eps * eps, axis=1) - (
             np.sum(logstd) + 0.5 * self.dim * math.log(2 * math.pi))
 
@@ -152,10 +153,11 @@ class Categorical:
         cdf = np.cumsum(np.exp(self.log_softmax(p[0]) if lp is None else lp), axis=1)
         return np.minimum((u.reshape(-1, 1) * cdf[:, -1:] > cdf).sum(axis=1), self.n - 1)
 
-    def sample_logp(self, p, rng: np.random.Generator):
-        """Inverse-CDF sampling and the log-probabilities of the draws (log-softmax computed once)."""
+    def sample_logp(self, p, rng: np.random.Generator | None, noise: np.ndarray | None = None):
+        """Inverse-CDF sampling and the log-probabilities of the draws (log-softmax computed once);
+        the uniforms are drawn from ``rng`` unless given as ``noise``."""
         lp = self.log_softmax(p[0])
-        a = self.from_noise(p, self.noise(rng, (lp.shape[0],)), lp)
+        a = self.from_noise(p, self.noise(rng, (lp.shape[0],)) if noise is None else noise, lp)
         return a, lp[np.arange(len(a)), a]
 
     def mode(self, p):

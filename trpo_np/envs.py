@@ -20,7 +20,6 @@ References:
 from __future__ import annotations
 
 import copy
-import os
 
 import gymnasium as gym
 import numpy as np
@@ -59,17 +58,61 @@ def is_image_space(space) -> bool:
     return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
 
 
-def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, **kwargs):
-    """num_envs copies, autoreset in the same step (the final observation is in info["final_obs"]).
+def make_vector_env(env_id: str, num_envs: int, **kwargs) -> "VectorEnv":
+    """num_envs copies stepped in this process, autoreset in the same step (the final observation
+    is in info["final_obs"]). Sampling on several cores: :mod:`trpo_np.parallel`."""
+    return VectorEnv(env_id, num_envs, **kwargs)
 
-    asynchronous: the copies run in one worker process per core, a block of copies each
-    (:class:`trpo_np.parallel.ProcessVectorEnv`); otherwise in this process (SyncVectorEnv)."""
-    if asynchronous:
-        from .parallel import ProcessVectorEnv
 
-        return ProcessVectorEnv(env_id, num_envs, workers=os.cpu_count() or 1, **kwargs)
-    fns = [lambda: make_env(env_id, **kwargs) for _ in range(num_envs)]
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+class VectorEnv:
+    """``num_envs`` copies stepped one after another in this process, as gymnasium's
+    ``SyncVectorEnv`` with same-step autoreset does, without its bookkeeping (info dicts, space
+    iteration: about 15% of a Hopper-v4 step). A copy whose episode ends is reset in the same
+    ``step``; its reset observation is returned and the episode's last observation is in
+    ``info["final_obs"]`` (rows valid where an episode ended). ``info["raw_reward"]`` is the env's
+    own ``info["raw_reward"]`` where it reports one (the Atari wrappers, whose rewards are
+    clipped), else the reward. ``reset(seed=s)`` gives copy i the seed s + i.
+    tests/test_envs.py checks all of it against ``SyncVectorEnv``."""
+
+    def __init__(self, env_id: str, num_envs: int, **kwargs):
+        self.envs = []
+        try:
+            for _ in range(num_envs):
+                self.envs.append(make_env(env_id, **kwargs))
+        except BaseException:
+            self.close()
+            raise
+        self.num_envs = num_envs
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+
+    def _empty_obs(self):
+        space = self.single_observation_space
+        return np.zeros((self.num_envs,) + space.shape, space.dtype)
+
+    def reset(self, seed: int | None = None):
+        obs = self._empty_obs()
+        for i, env in enumerate(self.envs):
+            obs[i] = env.reset(seed=None if seed is None else seed + i)[0]
+        return obs, {}
+
+    def step(self, actions):
+        n = self.num_envs
+        obs, final = self._empty_obs(), self._empty_obs()
+        rew, raw, term, trunc = np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
+        for i, env in enumerate(self.envs):
+            o, r, te, tr, info = env.step(actions[i])
+            rew[i], term[i], trunc[i] = r, te, tr
+            raw[i] = info.get("raw_reward", r)
+            if te or tr:
+                final[i] = o
+                o = env.reset()[0]
+            obs[i] = o
+        return obs, rew, term, trunc, {"final_obs": final, "raw_reward": raw}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
 
 
 class RunningMeanStd:

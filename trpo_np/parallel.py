@@ -1,120 +1,252 @@
-"""Env copies stepped in worker processes, a block of copies per worker.
+"""Sampling on every core (``--async``): the env copies are split into contiguous blocks, one
+per process; each process runs the single-path sampler over its block with the current policy,
+and the main process, which samples the first block itself, joins the blocks into one batch.
 
-``ProcessVectorEnv(env_id, num_envs, workers)`` splits the copies into ``workers`` contiguous
-blocks; each worker process runs its block as a gymnasium ``SyncVectorEnv`` (same-step
-autoreset). One ``step`` sends each worker its slice of the actions and receives its block's
-results: one pipe round trip per worker and step, however many copies it holds. gymnasium's
-``AsyncVectorEnv`` runs one process per copy, one round trip per copy; on the 2-core machine
-it stepped Hopper-v4 at 2.7k-3.3k steps/s against 6.8k for all copies in one process, too slow
-to pay for the second core.
+Processes meet once per iteration, not once per step: the main process sends each worker θ, the
+frozen normalizer statistics and the action noise of its block, and receives its block's batch.
+A step-by-step exchange (actions out, observations back, the policy evaluated in the main process
+for all copies) was measured first: a pipe round trip cost 60-140 µs on the 2-core machine, as
+much as a Hopper-v4 step, and even with shared memory and polling the main process, which did
+every policy evaluation, held the workers back (about 10k steps/s of training against the 12k
+of this design; figures in bench/results/).
 
-Seeding matches ``SyncVectorEnv``: ``reset(seed=s)`` gives copy i the seed s + i, whatever the
-number of workers, so a run with ``--async`` is the same run as without.
+The same seed gives the same run: copy i is seeded with seed + i and the action noise is drawn
+in the main process, all copies at once, as the single-process sampler draws it step by step,
+so both give each copy the same random numbers. What differs is rounding: each process
+evaluates the policy on its own block, and a matrix product's rows are not bit-identical for
+different batch sizes; a run with ``--async`` is reproducible for a given ``processes``, and
+agrees with the single-process run up to that rounding (tests/test_parallel.py).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
+import time
 import traceback
 
 import numpy as np
 
+from .envs import RewardScaler, make_vector_env
+from .samplers import Batch, SinglePathSampler
 
-def _worker(pipe, parent_pipe, env_id: str, n: int, kwargs: dict) -> None:
-    from .envs import make_vector_env  # imported here: the worker builds its own envs
 
-    parent_pipe.close()
-    venv = None
+def split(num_envs: int, processes: int) -> list[tuple[int, int]]:
+    """Contiguous blocks [a, b) of env copies, as even as possible, one per process."""
+    processes = max(1, min(processes, num_envs))
+    bounds = np.linspace(0, num_envs, processes + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds, bounds[1:])]
+
+
+def _block_scaler(scaler: RewardScaler | None, a: int, b: int) -> RewardScaler | None:
+    """A reward scaler for copies [a, b): the running returns of those copies, and the whole
+    run's return statistics (the same object in the main process; sent to the workers)."""
+    if scaler is None:
+        return None
+    s = RewardScaler(b - a, scaler.gamma)
+    s.rms, s.ret = scaler.rms, scaler.ret[a:b].copy()
+    return s
+
+
+def _take_seen(scaler: RewardScaler | None):
+    """The running returns recorded while sampling, (T, copies), and forget them."""
+    if scaler is None:
+        return None
+    seen, scaler.seen = np.stack(scaler.seen), []
+    return seen
+
+
+def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, scaler, vf) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    for c in inherited:  # the main process's pipe ends: closed here, so that its exit reads as EOF
+        c.close()
+    sampler = None
     try:
-        venv = make_vector_env(env_id, n, asynchronous=False, **kwargs)
+        try:
+            sampler = SinglePathSampler(make_vector_env(env_id, b - a, **env_kwargs), policy, None, seed + a,
+                                        obs_rms, scaler)
+            reply = ("ok", None)
+        except BaseException as e:
+            reply = _error(e)
         while True:
-            cmd, data = pipe.recv()
-            if cmd == "step":
-                obs, rew, term, trunc, info = venv.step(data)
-                final = {int(e): info["final_obs"][e] for e in np.flatnonzero(term | trunc)}
-                pipe.send(("ok", (obs, rew, term, trunc, final, info.get("raw_reward"))))
-            elif cmd == "reset":
-                pipe.send(("ok", venv.reset(seed=data)[0]))
-            elif cmd == "close":
+            conn.send(reply)
+            if reply[0] == "error":
                 break
-    except (KeyboardInterrupt, EOFError):
+            cmd, data = conn.recv()
+            if cmd == "close":
+                break
+            if cmd == "fit":
+                reply = _fit_value(vf, *data)
+                continue
+            try:
+                theta, obs_stats, ret_var, noise_te = data
+                policy.theta[:] = theta
+                if obs_rms is not None:
+                    obs_rms.mean, obs_rms.var = obs_stats
+                if scaler is not None:
+                    scaler.rms.var = ret_var
+                batch = sampler.sample(len(noise_te) * (b - a), noise_te=noise_te)
+                reply = ("ok", (batch, None if scaler is None else scaler.ret, _take_seen(scaler)))
+            except BaseException as e:
+                reply = _error(e)
+    except (EOFError, OSError):  # the pipe: the main process is gone or closing
         pass
-    except Exception:  # report to the main process, which raises
-        pipe.send(("error", traceback.format_exc()))
     finally:
-        if venv is not None:
-            venv.close()
-        pipe.close()
+        if sampler is not None:
+            sampler.close()
+        conn.close()
 
 
-class ProcessVectorEnv:
-    """The part of the gymnasium VectorEnv interface the samplers use: ``num_envs``,
-    ``single_observation_space``, ``single_action_space``, ``reset(seed)``, ``step(actions)``
-    (info has ``final_obs`` for copies that finished and ``raw_reward`` where the env gives it)
-    and ``close()``."""
+def _fit_value(vf, theta, adam_state, rng_state, obs, target):
+    """The value fit of :meth:`trpo_np.value.ValueFunction.fit` from the main process's state
+    (θ, Adam moments, the shuffling generator); replies with the new state and the fit's stats."""
+    try:
+        vf.net.theta[:] = theta
+        vf.adam.load(adam_state)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = rng_state
+        stats = vf.fit(obs, target, rng)
+        return "ok", (vf.net.theta, vf.adam.state(), rng.bit_generator.state, stats)
+    except BaseException as e:
+        return _error(e)
 
-    def __init__(self, env_id: str, num_envs: int, workers: int, **kwargs):
-        from .envs import make_env
 
-        probe = make_env(env_id, **kwargs)
-        self.single_observation_space, self.single_action_space = probe.observation_space, probe.action_space
-        probe.close()
-        self.num_envs = num_envs
-        workers = max(1, min(workers, num_envs))
-        bounds = np.linspace(0, num_envs, workers + 1).round().astype(int)
-        self.blocks = [(int(a), int(b)) for a, b in zip(bounds, bounds[1:])]
-        ctx = mp.get_context("fork")
-        self.pipes, self.procs = [], []
-        for a, b in self.blocks:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, parent, env_id, b - a, kwargs), daemon=True)
-            proc.start()
-            child.close()
-            self.pipes.append(parent)
-            self.procs.append(proc)
-        self.closed = False
+def _error(e: BaseException):
+    """An error reply: the exception itself where it can be pickled, and its traceback."""
+    import pickle
 
-    def _gather(self):
+    try:
+        pickle.dumps(e)
+    except Exception:
+        e = None
+    return "error", (e, traceback.format_exc())
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed; the message has its traceback."""
+
+
+class ParallelSampler:
+    """The interface of :class:`trpo_np.samplers.SinglePathSampler` (``sample(steps)``,
+    ``close()``) over ``num_envs`` copies in ``processes`` processes, this one included. The
+    trainer's ``reward_scaler`` keeps the running returns of all copies and receives the
+    returns seen, as with one process."""
+
+    def __init__(self, env_id: str, num_envs: int, processes: int, policy, rng: np.random.Generator, seed: int,
+                 obs_rms=None, reward_scaler: RewardScaler | None = None, env_kwargs: dict | None = None, vf=None):
+        self.blocks = split(num_envs, processes)
+        self.num_envs, self.policy, self.rng = num_envs, policy, rng
+        self.obs_rms, self.reward_scaler = obs_rms, reward_scaler
+        self.procs, self.conns, self.local = [], [], None
+        env_kwargs = env_kwargs or {}
+        ctx = mp.get_context("fork")  # the workers start with a copy of the policy and normalizers
+        try:
+            for a, b in self.blocks[1:]:
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker, daemon=True,
+                                   args=(child, list(self.conns) + [parent], env_id, env_kwargs, a, b, seed, policy,
+                                         obs_rms, _block_scaler(reward_scaler, a, b), vf))
+                proc.start()
+                child.close()
+                self.procs.append(proc)
+                self.conns.append(parent)
+            a, b = self.blocks[0]
+            self.local = SinglePathSampler(make_vector_env(env_id, b - a, **env_kwargs), policy, None, seed + a,
+                                           obs_rms, _block_scaler(reward_scaler, a, b))
+            self._receive()  # the workers' envs are built
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, conns=None) -> list:
         out = []
-        for pipe in self.pipes:
-            status, data = pipe.recv()
+        for conn in self.conns if conns is None else conns:
+            try:
+                status, data = conn.recv()
+            except EOFError:
+                status, data = "error", (None, "the worker process exited")
             if status == "error":
                 self.close()
-                raise RuntimeError(f"an env worker process failed:\n{data}")
+                exc, tb = data
+                if isinstance(exc, Exception):
+                    raise exc from WorkerError(f"in an env worker process:\n{tb}")
+                raise WorkerError(f"an env worker process failed:\n{tb}")
             out.append(data)
         return out
 
-    def reset(self, seed: int | None = None):
-        for pipe, (a, _) in zip(self.pipes, self.blocks):
-            pipe.send(("reset", None if seed is None else seed + a))
-        return np.concatenate(self._gather()), {}
+    def sample(self, steps: int) -> Batch:
+        """About ``steps`` env steps (rounded up to a multiple of num_envs)."""
+        T = -(-steps // self.num_envs)
+        # the random numbers the single-process sampler would draw step by step, in that order
+        noise_te = self.policy.dist.noise(self.rng, (T, self.num_envs))
+        obs_stats = None if self.obs_rms is None else (self.obs_rms.mean, self.obs_rms.var)
+        ret_var = None if self.reward_scaler is None else self.reward_scaler.rms.var
+        for conn, (a, b) in zip(self.conns, self.blocks[1:]):
+            conn.send(("sample", (self.policy.theta, obs_stats, ret_var, noise_te[:, a:b])))
+        a, b = self.blocks[0]
+        local = self.local.sample(T * (b - a), noise_te=noise_te[:, a:b])
+        parts = [(local, None if self.reward_scaler is None else self.local.reward_scaler.ret,
+                  _take_seen(self.local.reward_scaler))] + self._receive()
+        if self.reward_scaler is not None:
+            self.reward_scaler.ret = np.concatenate([ret for _, ret, _ in parts])
+            self.reward_scaler.seen.append(np.concatenate([seen for _, _, seen in parts], axis=1).reshape(-1))
+        return join_batches([p[0] for p in parts], [a for a, _ in self.blocks])
 
-    def step(self, actions):
-        for pipe, (a, b) in zip(self.pipes, self.blocks):
-            pipe.send(("step", actions[a:b]))
-        parts = self._gather()
-        obs, rew, term, trunc = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        final = np.empty(self.num_envs, dtype=object)
-        for (a, _), p in zip(self.blocks, parts):
-            for e, o in p[4].items():
-                final[a + e] = o
-        info = {"final_obs": final}
-        if parts[0][5] is not None:
-            info["raw_reward"] = np.concatenate([p[5] for p in parts])
-        return obs, rew, term, trunc, info
+    # -- the value fit beside the TRPO step ------------------------------------------------------
+    def start_value_fit(self, vf, obs, target, rng: np.random.Generator) -> bool:
+        """Start ``vf.fit(obs, target, rng)`` in the first worker, which is idle while this process
+        takes the TRPO step; :meth:`finish_value_fit` waits for it and puts the fitted θ, the Adam
+        state and the generator's state in ``vf`` and ``rng``: the same fit as in this process.
+        False (nothing started) when there is no worker."""
+        if not self.conns:
+            return False
+        self.conns[0].send(("fit", (vf.net.theta, vf.adam.state(), rng.bit_generator.state, obs, target)))
+        return True
+
+    def finish_value_fit(self, vf, rng: np.random.Generator) -> dict:
+        theta, adam_state, rng_state, stats = self._receive(self.conns[:1])[0]
+        vf.net.theta[:] = theta
+        vf.adam.load(adam_state)
+        rng.bit_generator.state = rng_state
+        return stats
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for pipe in self.pipes:
+        for conn in self.conns:
             try:
-                pipe.send(("close", None))
-            except (BrokenPipeError, OSError):
+                conn.send(("close", None))
+            except OSError:
                 pass
-        for proc in self.procs:
-            proc.join(timeout=5)
+        for proc, conn in zip(self.procs, self.conns):
+            deadline = time.monotonic() + 10
+            while proc.is_alive() and time.monotonic() < deadline:
+                try:  # a batch still on its way (after Ctrl-C): read it so that the worker can exit
+                    if conn.poll(0.05):
+                        conn.recv()
+                except (EOFError, OSError):
+                    proc.join(timeout=1)
             if proc.is_alive():
                 proc.terminate()
-        for pipe in self.pipes:
-            pipe.close()
+            proc.join()
+        for conn in self.conns:
+            conn.close()
+        self.procs, self.conns = [], []
+        if self.local is not None:
+            self.local.close()
+            self.local = None
+
+
+def join_batches(parts: list[Batch], starts: list[int]) -> Batch:
+    """One (T, E) batch from blocks of copies: block k holds copies starts[k], starts[k] + 1, ..."""
+    def cat(name, axis=1):
+        return np.concatenate([getattr(p, name) for p in parts], axis=axis)
+
+    T = parts[0].rew_te.shape[0]
+    raw = None
+    if parts[0].raw_obs is not None:
+        raw = np.concatenate([p.raw_obs.reshape((T, -1) + p.raw_obs.shape[1:]) for p in parts], axis=1)
+        raw = raw.reshape((-1,) + raw.shape[2:])
+    final_idx = (np.concatenate([p.final_idx[0] for p in parts]),
+                 np.concatenate([p.final_idx[1] + s for p, s in zip(parts, starts)]))
+    return Batch(cat("obs_te"), cat("act_te"), cat("logp_te"), cat("rew_te"), cat("terminated_te"),
+                 cat("truncated_te"), cat("last_obs_e", 0), cat("final_obs", 0), final_idx, raw,
+                 [ep for p in parts for ep in p.episodes])

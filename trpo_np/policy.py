@@ -83,13 +83,15 @@ class Policy:
         return ry, np.broadcast_to(v[self.net.size:], (n, self.logstd.size))
 
     # -- acting ---------------------------------------------------------------------------------
-    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False):
-        """Actions and their log-probabilities for a batch of observations."""
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None, deterministic: bool = False,
+            noise: np.ndarray | None = None):
+        """Actions and their log-probabilities for a batch of observations; the random numbers
+        come from ``rng`` or, drawn beforehand with ``dist.noise``, from ``noise``."""
         p, _ = self.params(self.preprocess(obs))
         if deterministic:
             a = self.dist.mode(p)
             return a, self.dist.logp(p, a)
-        return self.dist.sample_logp(p, rng)
+        return self.dist.sample_logp(p, rng, noise)
 
     def logp(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         p, _ = self.params(self.preprocess(obs))

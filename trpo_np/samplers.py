@@ -67,10 +67,11 @@ class SinglePathSampler:
             return obs
         return self.obs_rms.normalize(obs, self.policy.dtype)
 
-    def sample(self, steps: int, on_step=None) -> Batch:
+    def sample(self, steps: int, on_step=None, noise_te: np.ndarray | None = None) -> Batch:
         """About ``steps`` env steps (rounded up to a multiple of num_envs). ``on_step(t, obs_n)``,
         if given, is called before the policy acts at step t (the vine sampler saves simulator
-        states there)."""
+        states there). The action noise is drawn from the sampler's generator step by step, or
+        taken from ``noise_te`` (T, num_envs, ...) drawn beforehand (:mod:`trpo_np.parallel`)."""
         E = self.num_envs
         T = -(-steps // E)  # ceil: every copy runs the same number of steps
         pol = self.policy
@@ -88,7 +89,7 @@ class SinglePathSampler:
             obs_te[t] = obs_n
             if raw is not None:
                 raw[t] = self.obs
-            act, logp = pol.act(obs_n, self.rng)
+            act, logp = pol.act(obs_n, self.rng, noise=None if noise_te is None else noise_te[t])
             if act_te is None:
                 act_te = np.empty((T,) + act.shape, dtype=act.dtype)
                 logp_te = np.empty((T, E), dtype=logp.dtype)

@@ -43,7 +43,8 @@ class Config:
     steps: int = 1_000_000              # total env steps (trunk + vine branches)
     batch_steps: int = 2048             # env steps per iteration
     num_envs: int = 4
-    asynchronous: bool = False
+    asynchronous: bool = False          # sample in several processes (trpo_np.parallel)
+    processes: int = 0                  # with asynchronous: processes, this one included (0: one per core)
     max_kl: float = 0.01                # δ
     cg_iters: int = 10
     cg_tol: float = 1e-10
@@ -92,6 +93,10 @@ class Config:
             raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.method not in ("single", "vine"):
             raise ValueError(f"--method must be 'single' or 'vine', got {self.method!r}")
+        if not (isinstance(self.processes, int) and self.processes >= 0):
+            raise ValueError(f"--processes must be a positive integer, got {self.processes}")
+        if self.asynchronous and self.method == "vine":
+            raise ValueError("--async applies to the single-path method; the vine sampler runs in one process")
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -152,6 +157,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: str | None = None, quiet: bool = False):
         cfg.validate()
+        if cfg.asynchronous and not cfg.processes:  # fixed here and saved: the run depends on it
+            cfg.processes = min(os.cpu_count() or 1, cfg.num_envs)
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
         ss = np.random.SeedSequence(cfg.seed)
         init_ss, act_ss, vf_ss, fvp_ss, env_ss = ss.spawn(5)
@@ -223,7 +230,12 @@ class Trainer:
             from .vine import VineSampler
             self.sampler = VineSampler(self, seed)
             return
-        venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, cfg.asynchronous, **cfg.atari)
+        if cfg.asynchronous and cfg.processes > 1:
+            from .parallel import ParallelSampler
+            self.sampler = ParallelSampler(cfg.env, cfg.num_envs, cfg.processes, self.policy, self.rng_act, seed,
+                                           self.obs_rms, self.reward_scaler, cfg.atari, self.vf)
+            return
+        venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, **cfg.atari)
         self.sampler = SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler)
 
     def single_path_update(self, batch) -> dict:
@@ -235,12 +247,17 @@ class Trainer:
         adv = adv_te.reshape(-1)
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         act = batch.act_te.reshape((T * E,) + batch.act_te.shape[2:])
+        ret = ret_te.reshape(-1)
+        # The value fit and the TRPO step are independent given the advantages: with --async the
+        # fit runs in a worker process meanwhile.
+        fit_elsewhere = hasattr(self.sampler, "start_value_fit") and self.sampler.start_value_fit(
+            self.vf, obs, ret, self.rng_vf)
         tb = TRPOBatch(self.policy, obs, act, single_path_objective(batch.logp_te.reshape(-1), adv),
                        damping=cfg.damping, fvp_fraction=cfg.fvp_fraction, rng=self.rng_fvp, chunk=self.chunk)
         stats = trpo_step(tb, cfg.max_kl, cfg.cg_iters, cfg.cg_tol, cfg.backtrack_coef, cfg.max_backtracks)
-        ret = ret_te.reshape(-1)
         stats["vf_explained_var"] = explained_variance(val_te.reshape(-1), ret)  # of V before the fit
-        stats.update(self.vf.fit(obs, ret, self.rng_vf))
+        stats.update(self.sampler.finish_value_fit(self.vf, self.rng_vf) if fit_elsewhere
+                     else self.vf.fit(obs, ret, self.rng_vf))
         return stats
 
     def evaluate(self, episodes: int, seed: int, video: str | None = None) -> list[float]:

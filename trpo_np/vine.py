@@ -214,7 +214,7 @@ class VineSampler:
         self.branch_envs = []
         # the trunk: the single-path sampler over env copies stepped in this process, whose
         # simulator states we save at the rollout-set steps
-        self.venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, asynchronous=False, **cfg.atari)
+        self.venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, **cfg.atari)
         try:
             self.trunk_sampler = SinglePathSampler(self.venv, self.policy, self.rng, seed, self.obs_rms,
                                                    self.reward_scaler)
