@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Throughput: env steps per second of
 
-  (a) stepping the vector env with random actions only,
+  (a) stepping the env copies with random actions only,
   (b) sampling with the policy (single-path sampler, no updates),
   (c) full training including the TRPO updates and value fits (no periodic evaluation),
 
-printed as ratios to (a), for Hopper-v4 and CartPole-v1, with the env copies stepped in this
-process (sync, gymnasium SyncVectorEnv) and in one worker process per core (async,
-trpo_np.parallel.ProcessVectorEnv), all in one run of this script. Medians of ``--repeats``.
-Writes bench/results/throughput-<N>envs.md.
+printed as ratios to (a), for Hopper-v4 and CartPole-v1, with all copies in this process (sync)
+and with ``--async`` (the copies split over one process per core, trpo_np.parallel), all in one
+run of this script. For async, (a) steps each block of copies in its own process at once, the
+bare simulators on every core. Medians of ``--repeats``. Writes bench/results/throughput-<N>envs.md.
 
     python bench/throughput.py                       # defaults: 4 env copies, 40,960 steps
     python bench/throughput.py --envs Hopper-v4 --steps 100000 --repeats 5
@@ -17,6 +17,7 @@ Writes bench/results/throughput-<N>envs.md.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -31,15 +32,37 @@ single_threaded_blas()
 import numpy as np  # noqa: E402
 
 from trpo_np.envs import make_vector_env  # noqa: E402
-from trpo_np.samplers import SinglePathSampler  # noqa: E402
+from trpo_np.parallel import split  # noqa: E402
 from trpo_np.train import Config, Trainer  # noqa: E402
 
 
-def random_steps(env_id, steps, num_envs, asynchronous):
-    venv = make_vector_env(env_id, num_envs, asynchronous)
-    dt = random_stepping(venv, steps)
+def _random_block(env_id, n, steps, barrier, seed):
+    venv = make_vector_env(env_id, n)
+    barrier.wait()
+    random_stepping(venv, steps, seed)
     venv.close()
-    return steps / dt
+
+
+def random_steps(env_id, steps, num_envs, asynchronous):
+    """(a): one process; or each block of copies in its own process, all started together."""
+    if not asynchronous:
+        venv = make_vector_env(env_id, num_envs)
+        dt = random_stepping(venv, steps)
+        venv.close()
+        return steps / dt
+    blocks = split(num_envs, os.cpu_count() or 1)
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(len(blocks) + 1)
+    per_copy = -(-steps // num_envs)
+    procs = [ctx.Process(target=_random_block, args=(env_id, b - a, per_copy * (b - a), barrier, a))
+             for a, b in blocks]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for p in procs:
+        p.join()
+    return per_copy * num_envs / (time.perf_counter() - t0)
 
 
 def config(env_id, steps, num_envs, asynchronous, batch_steps):
