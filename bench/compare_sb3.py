@@ -4,8 +4,10 @@
 Matched: 4 env copies × 512 steps = 2,048 steps per iteration, 64-64 tanh policy and value
 networks, δ = 0.01, 10 CG iterations, damping 0.1, line search ×0.8 up to 10 times, γ = 0.99,
 GAE λ = 0.95, value fit with Adam (lr 1e-3, minibatch 128, 10 epochs), observation and reward
-normalization. trpo_np runs twice, with the env copies in its own process and with
-``--async`` (one worker process per core). All run one after the other in this process' machine, each alone, so that the
+normalization. trpo_np runs twice: with the env copies in its own process, and with ``--async``
+(the copies split over one process per core, trpo_np.parallel). sb3-contrib runs with its
+default DummyVecEnv (copies in its own process) and, with ``--sb3-subproc``, also with
+SubprocVecEnv (a process per copy). All run one after the other, each alone, so that the
 timings are comparable; each is followed by a 10-episode deterministic evaluation with frozen
 observation statistics.
 
@@ -46,7 +48,7 @@ def run_trpo_np(env_id, steps, seed, asynchronous=False):
     return wall, tr.env_steps, tr.evaluate(10, seed=10_000 + seed)
 
 
-def run_sb3(env_id, steps, seed, torch_threads):
+def run_sb3(env_id, steps, seed, torch_threads, subproc=False):
     import gymnasium as gym
     import torch
     from sb3_contrib import TRPO
@@ -55,7 +57,10 @@ def run_sb3(env_id, steps, seed, torch_threads):
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    venv = VecNormalize(make_vec_env(env_id, n_envs=4, seed=seed), gamma=0.99)
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    venv = VecNormalize(make_vec_env(env_id, n_envs=4, seed=seed,
+                                     vec_env_cls=SubprocVecEnv if subproc else DummyVecEnv), gamma=0.99)
     model = TRPO("MlpPolicy", venv, n_steps=512, batch_size=128, gamma=0.99, gae_lambda=0.95,
                  cg_max_steps=10, cg_damping=0.1, line_search_shrinking_factor=0.8, line_search_max_iter=10,
                  n_critic_updates=10, learning_rate=1e-3, target_kl=0.01, normalize_advantage=True,
@@ -75,6 +80,7 @@ def run_sb3(env_id, steps, seed, torch_threads):
             total += r
             done = term or trunc
         returns.append(total)
+    venv.close()
     return wall, model.num_timesteps, returns, torch.__version__, torch.get_num_threads()
 
 
@@ -84,15 +90,15 @@ def main():
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
+    p.add_argument("--sb3-subproc", action="store_true", help="also run sb3-contrib with SubprocVecEnv")
     args = p.parse_args()
     try:
-        import sb3_contrib  # noqa: F401
+        import sb3_contrib
         import torch  # noqa: F401
     except ImportError as e:
         print(f"skipped: {e.name} is not installed; install the optional comparison with\n"
               "    pip install torch==2.13.0 sb3-contrib")
         return 0
-    import sb3_contrib
 
     w_np, n_np, r_np = run_trpo_np(args.env, args.steps, args.seed)
     print(f"trpo_np: {n_np:,} steps in {w_np:.0f} s = {n_np / w_np:,.0f} steps/s; eval {np.mean(r_np):.1f}", flush=True)
@@ -101,19 +107,27 @@ def main():
           flush=True)
     w_sb, n_sb, r_sb, tv, tt = run_sb3(args.env, args.steps, args.seed, args.torch_threads)
     print(f"sb3-contrib: {n_sb:,} steps in {w_sb:.0f} s = {n_sb / w_sb:,.0f} steps/s; eval {np.mean(r_sb):.1f}", flush=True)
+    rows = [("trpo_np", w_np, n_np, r_np),
+            (f"trpo_np --async ({min(os.cpu_count() or 1, 4)} processes)", w_as, n_as, r_as),
+            ("sb3-contrib TRPO (DummyVecEnv)", w_sb, n_sb, r_sb)]
+    if args.sb3_subproc:
+        w_sp, n_sp, r_sp, _, _ = run_sb3(args.env, args.steps, args.seed, args.torch_threads, subproc=True)
+        print(f"sb3-contrib SubprocVecEnv: {n_sp:,} steps in {w_sp:.0f} s = {n_sp / w_sp:,.0f} steps/s; "
+              f"eval {np.mean(r_sp):.1f}", flush=True)
+        rows.append(("sb3-contrib TRPO (SubprocVecEnv, 4 processes)", w_sp, n_sp, r_sp))
+    sb3_best = max(n / w for name, w, n, _ in rows if name.startswith("sb3"))
     lines = [f"# trpo_np vs sb3-contrib TRPO, {args.env}, {args.steps:,} steps, seed {args.seed}", "",
              f"{machine()}; one after the other. "
              f"sb3-contrib {sb3_contrib.__version__}, torch {tv} ({tt} threads); trpo_np with single-threaded BLAS. "
              f"Command: `python bench/compare_sb3.py --steps {args.steps} --seed {args.seed}"
-             f"{f' --torch-threads {args.torch_threads}' if args.torch_threads else ''}`", "",
-             "| library | wall time (s) | env steps/s | final deterministic eval (10 ep.) |", "|---|---|---|---|",
-             f"| trpo_np | {w_np:.0f} | {n_np / w_np:,.0f} | {np.mean(r_np):.1f} ± {np.std(r_np):.1f} |",
-             f"| trpo_np --async ({os.cpu_count()} worker processes) | {w_as:.0f} | {n_as / w_as:,.0f} | "
-             f"{np.mean(r_as):.1f} ± {np.std(r_as):.1f} |",
-             f"| sb3-contrib TRPO | {w_sb:.0f} | {n_sb / w_sb:,.0f} | {np.mean(r_sb):.1f} ± {np.std(r_sb):.1f} |", "",
-             f"Throughput ratio trpo_np / sb3-contrib: **{(n_np / w_np) / (n_sb / w_sb):.2f}x** in one process, "
-             f"**{(n_as / w_as) / (n_sb / w_sb):.2f}x** with --async."]
-    write_result(f"compare_sb3-torch{tt}.md", lines)
+             f"{f' --torch-threads {args.torch_threads}' if args.torch_threads else ''}"
+             f"{' --sb3-subproc' if args.sb3_subproc else ''}`", "",
+             "| library | wall time (s) | env steps/s | vs the faster sb3-contrib | final deterministic eval (10 ep.) |",
+             "|---|---|---|---|---|"]
+    for name, w, n, r in rows:
+        lines.append(f"| {name} | {w:.0f} | {n / w:,.0f} | {(n / w) / sb3_best:.2f}x | "
+                     f"{np.mean(r):.1f} ± {np.std(r):.1f} |")
+    write_result(f"compare_sb3-torch{tt}{'-subproc' if args.sb3_subproc else ''}.md", lines)
     return 0
 
 
