@@ -5,17 +5,20 @@ and the main process, which samples the first block itself, joins the blocks int
 Processes meet once per iteration, not once per step: the main process sends each worker θ, the
 frozen normalizer statistics and the action noise of its block, and receives its block's batch.
 A step-by-step exchange (actions out, observations back, the policy evaluated in the main process
-for all copies) was measured first: a pipe round trip cost 60-140 µs on the 2-core machine, as
-much as a Hopper-v4 step, and even with shared memory and polling the main process, which did
-every policy evaluation, held the workers back (about 10k steps/s of training against the 12k
-of this design; figures in bench/results/).
+for all copies) came first: a pipe round trip cost 60-140 µs on the 2-core machine, about a
+Hopper-v4 step, and it trained Hopper at 4,591 steps/s against 6,412 in one process (commit
+cb6f75c, bench/results/throughput-4envs.md). Here every process evaluates the policy for its own
+copies, and the value fit, which the TRPO step does not need, runs in the first worker
+meanwhile (:meth:`ParallelSampler.start_value_fit`).
 
-The same seed gives the same run: copy i is seeded with seed + i and the action noise is drawn
-in the main process, all copies at once, as the single-process sampler draws it step by step,
-so both give each copy the same random numbers. What differs is rounding: each process
-evaluates the policy on its own block, and a matrix product's rows are not bit-identical for
-different batch sizes; a run with ``--async`` is reproducible for a given ``processes``, and
-agrees with the single-process run up to that rounding (tests/test_parallel.py).
+Seeding: copy i is seeded with seed + i, and the action noise is drawn in the main process, all
+copies at once, as the one-process sampler draws it step by step, so both give each copy the
+same random numbers. What differs is rounding: each process evaluates the policy on its own
+block, and a matrix product's rows are not bit-identical for different batch sizes. So a batch
+agrees with the one-process batch up to rounding (tests/test_parallel.py), a run with the same
+seed and ``processes`` is the same run, but over a run with continuous actions the differences
+grow (MuJoCo is chaotic): an ``--async`` run is another draw from the same distribution of
+runs, not the one-process run (bench/results/learning-Hopper-v4-single-async.md).
 """
 
 from __future__ import annotations
