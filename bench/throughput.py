@@ -113,7 +113,8 @@ def main():
     sync_random = {r["env"]: r["random"] for r in rows if r["mode"] == "sync"}
     lines = ["# Throughput", "",
              f"{machine()}. {args.steps:,} env steps per measurement, batch {args.batch_steps}, medians of {args.repeats}. "
-             f"Command: `python bench/throughput.py --steps {args.steps} --repeats {args.repeats}`", "",
+             f"Command: `python bench/throughput.py --envs {' '.join(args.envs)} --num-envs {args.num_envs} "
+             f"--steps {args.steps} --repeats {args.repeats}`", "",
              "| env | mode | copies | (a) random steps/s | (b) sampling steps/s | (c) training steps/s | b/a | c/a | c / sync (a) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
