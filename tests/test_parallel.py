@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trpo_np.distributions import Categorical, DiagGaussian
-from trpo_np.envs import make_vector_env
+from trpo_np.envs import RewardScaler, make_vector_env
 from trpo_np.parallel import ParallelSampler, split
 from trpo_np.samplers import SinglePathSampler
 from trpo_np.train import Config, Trainer
@@ -38,24 +38,23 @@ def samplers(env_id, num_envs, processes):
     tr = Trainer(cfg, None, quiet=True)
     tr.obs_rms.update(np.random.default_rng(0).normal(0.1, 2.0, (50,) + tr.obs_rms.mean.shape))
     tr.reward_scaler.rms.update(np.random.default_rng(1).normal(0, 3.0, 50))
-    ret0 = tr.reward_scaler.ret.copy()
+    scaler_one = tr.reward_scaler
+    scaler_par = RewardScaler(num_envs, cfg.gamma)  # its own running returns, the same statistics
+    scaler_par.rms = scaler_one.rms
     one = SinglePathSampler(make_vector_env(env_id, num_envs), tr.policy, np.random.default_rng(9), 11, tr.obs_rms,
-                            tr.reward_scaler)
-    tr.reward_scaler.ret = ret0.copy()
-    scaler_one, tr.reward_scaler = tr.reward_scaler, type(tr.reward_scaler)(num_envs, cfg.gamma)
-    tr.reward_scaler.rms = scaler_one.rms
+                            scaler_one)
     par = ParallelSampler(env_id, num_envs, processes, tr.policy, np.random.default_rng(9), 11, tr.obs_rms,
-                          tr.reward_scaler, vf=tr.vf)
-    return tr, one, par, scaler_one
+                          scaler_par, vf=tr.vf)
+    return tr, one, par, scaler_one, scaler_par
 
 
 def test_parallel_batch_is_the_one_process_batch():
-    """CartPole with episodes of at most 25 steps, 5 copies in 2 processes (blocks of 2 and 3), 2 batches: the
-    joined batch has the same observations, actions, rewards, ends, truncation bootstraps and
+    """CartPole with episodes of at most 25 steps, 5 copies in 2 processes (blocks of 2 and 3),
+    2 batches: the joined batch has the same observations, actions, rewards, ends, truncation bootstraps and
     episodes as the one-process batch (the actions are discrete, so the policy's rounding on
     blocks does not change them); log-probabilities agree to rounding; the reward scaler's
     running returns and recorded returns too."""
-    tr, one, par, scaler_one = samplers("TrpoNpShortCartPole-v1", 5, 2)
+    tr, one, par, scaler_one, scaler_par = samplers("TrpoNpShortCartPole-v1", 5, 2)
     try:
         for _ in range(2):
             b1, b2 = one.sample(200), par.sample(200)
@@ -69,14 +68,14 @@ def test_parallel_batch_is_the_one_process_batch():
             assert len(b1.final_obs) > 0 and b1.terminated_te.any()  # both kinds of episode end were covered
             assert sorted(b1.episodes) == sorted(b2.episodes) and b1.episodes
             np.testing.assert_allclose(b1.logp_te, b2.logp_te, rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(scaler_one.ret, tr.reward_scaler.ret)
-            np.testing.assert_allclose(np.concatenate(scaler_one.seen), np.concatenate(tr.reward_scaler.seen))
-            scaler_one.seen, tr.reward_scaler.seen = [], []
+            np.testing.assert_allclose(scaler_one.ret, scaler_par.ret)
+            np.testing.assert_allclose(np.concatenate(scaler_one.seen), np.concatenate(scaler_par.seen))
+            scaler_one.seen, scaler_par.seen = [], []
             # the workers must act with the new θ and normalize with the new statistics
             tr.policy.theta += 0.05 * np.random.default_rng(2).standard_normal(tr.policy.size).astype(
                 tr.policy.dtype)
             tr.obs_rms.update(np.random.default_rng(3).normal(-0.2, 0.5, (20, 4)))
-            tr.reward_scaler.rms.update(np.random.default_rng(4).normal(1.0, 9.0, 20))
+            scaler_one.rms.update(np.random.default_rng(4).normal(1.0, 9.0, 20))
     finally:
         one.close()
         par.close()
@@ -85,7 +84,7 @@ def test_parallel_batch_is_the_one_process_batch():
 def test_parallel_hopper_batch_agrees_with_the_one_process_batch():
     """Continuous actions: equal up to the rounding of the policy on blocks (a short batch, before
     MuJoCo's sensitivity amplifies it)."""
-    tr, one, par, _ = samplers("Hopper-v4", 4, 2)
+    tr, one, par, _, _ = samplers("Hopper-v4", 4, 2)
     try:
         b1, b2 = one.sample(40), par.sample(40)
         np.testing.assert_allclose(b1.act_te, b2.act_te, rtol=1e-4, atol=1e-5)
@@ -97,7 +96,7 @@ def test_parallel_hopper_batch_agrees_with_the_one_process_batch():
 
 
 def test_value_fit_in_a_worker_is_the_fit_in_this_process():
-    tr, one, par, _ = samplers("CartPole-v1", 2, 2)
+    tr, one, par, _, _ = samplers("CartPole-v1", 2, 2)
     one.close()
     try:
         rng = np.random.default_rng(0)
@@ -121,7 +120,7 @@ def test_value_fit_in_a_worker_is_the_fit_in_this_process():
 def test_workers_exit_on_close_and_report_their_errors():
     with pytest.raises(ValueError, match="unknown environment id"):
         ParallelSampler("NoSuchEnv-v0", 2, 2, None, None, 0)
-    tr, one, par, _ = samplers("CartPole-v1", 3, 3)
+    tr, one, par, _, _ = samplers("CartPole-v1", 3, 3)
     one.close()
     procs = list(par.procs)
     assert len(procs) == 2 and all(p.is_alive() for p in procs)

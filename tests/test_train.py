@@ -159,6 +159,8 @@ def test_async_run_is_reproducible_and_agrees_with_the_one_process_run(tmp_path)
             assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-3), k
     with open(os.path.join(tmp_path, "async", "config.json")) as f:
         assert '"processes": 2' in f.read()
+    assert run.main(["--resume", str(tmp_path / "async"), "--steps", "1200", "--quiet"]) == 0
+    assert [r["env_steps"] for r in read_rows(str(tmp_path / "async"))] == ["400", "800", "1200"]
 
 
 class NaNAfter(gym.Env):
