@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Atari speed: agent steps per second while sampling with the CNN policy vs stepping the same
 preprocessed vector env with random actions (target >= 0.7x), and seconds per TRPO update
-(policy step with F on 10% of the states, plus the value fit) for a batch of ``--update-steps``.
+(policy step with F on 10% of the states, plus the value fit) for a batch of ``--update-steps``,
+and full training throughput over ``--train-steps`` in one process and with ``--async``.
 
-    python bench/atari.py --env ALE/Pong-v5 --steps 4000 --update-steps 20000
+    python bench/atari.py --env ALE/Pong-v5 --steps 4000 --update-steps 20000 --train-steps 20000
 
 Writes bench/results/atari-speed.md. Uses the Atari defaults of run.py.
 """
@@ -35,6 +36,7 @@ def main():
     p.add_argument("--steps", type=int, default=4000, help="agent steps for the sampling measurements")
     p.add_argument("--update-steps", type=int, default=20_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train-steps", type=int, default=20_000, help="0: skip the training measurement")
     args = p.parse_args()
     cfg = run.build_config(run.parse_args(["--env", args.env]))
     rand, samp = [], []
@@ -60,15 +62,29 @@ def main():
     t_update = time.perf_counter() - t0
     print(f"update of a {batch.steps:,}-step batch: {t_update:.1f} s (kl {stats['kl']:.4f}, "
           f"backtracks {stats['backtracks']})", flush=True)
+    train = {}
+    for asy in ([False, True] if args.train_steps else []):
+        tcfg = run.build_config(run.parse_args(["--env", args.env, "--steps", str(args.train_steps),
+                                                "--eval-every", "0"] + (["--async"] if asy else [])))
+        tr = Trainer(tcfg, run_dir=None, quiet=True)
+        t0 = time.perf_counter()
+        tr.train()
+        train[asy] = (tr.env_steps / (time.perf_counter() - t0), tcfg.processes)
+        print(f"training{' --async' if asy else ''}: {train[asy][0]:,.0f} steps/s", flush=True)
     lines = [f"# Atari speed, {args.env}", "",
              f"{machine()}; run.py's Atari defaults ({cfg.num_envs} env copies, {cfg.atari['frame_size']}×{cfg.atari['frame_size']}×4 "
              f"frames, paper CNN, F on {cfg.fvp_fraction:.0%} of the states, {cfg.vf_epochs} value epoch). "
-             f"Command: `python bench/atari.py --env {args.env} --steps {args.steps} --update-steps {args.update_steps}`", "",
+             f"Command: `python bench/atari.py --env {args.env} --steps {args.steps} --update-steps {args.update_steps} "
+             f"--train-steps {args.train_steps}`", "",
              "| what | figure |", "|---|---|",
              f"| random-action stepping of the preprocessed vector env | {r:,.0f} agent steps/s |",
              f"| sampling with the CNN policy | {s:,.0f} agent steps/s |",
              f"| ratio sampling / random | **{s / r:.2f}** |",
              f"| one TRPO update + value fit, {batch.steps:,}-step batch | **{t_update:.1f} s** |"]
+    if train:
+        lines += [f"| full training, {args.train_steps:,} steps, one process | {train[False][0]:,.0f} agent steps/s |",
+                  f"| full training, {args.train_steps:,} steps, `--async` ({train[True][1]} processes) | "
+                  f"**{train[True][0]:,.0f} agent steps/s** ({train[True][0] / train[False][0]:.2f}x) |"]
     write_result(f"atari-speed-{args.env.replace('/', '_')}.md", lines)
 
 
