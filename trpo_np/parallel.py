@@ -24,6 +24,7 @@ runs, not the one-process run (bench/results/learning-Hopper-v4-single-async.md)
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import signal
 import time
 import traceback
@@ -51,12 +52,24 @@ def _block_scaler(scaler: RewardScaler | None, a: int, b: int) -> RewardScaler |
     return s
 
 
-def _take_seen(scaler: RewardScaler | None):
-    """The running returns recorded while sampling, (T, copies), and forget them."""
+def _block_result(batch: Batch, scaler: RewardScaler | None):
+    """A block's batch with its copies' running returns and the returns recorded while sampling
+    (T, copies), which the block's scaler then forgets."""
     if scaler is None:
-        return None
+        return batch, None, None
     seen, scaler.seen = np.stack(scaler.seen), []
-    return seen
+    return batch, scaler.ret, seen
+
+
+def _fit_state(vf, rng: np.random.Generator):
+    """What the value fit changes: θ, the Adam state and the shuffling generator's state."""
+    return vf.net.theta, vf.adam.state(), rng.bit_generator.state
+
+
+def _set_fit_state(vf, rng: np.random.Generator, theta, adam_state, rng_state) -> None:
+    vf.net.theta[:] = theta
+    vf.adam.load(adam_state)
+    rng.bit_generator.state = rng_state
 
 
 def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, scaler, vf) -> None:
@@ -88,8 +101,7 @@ def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, sc
                     obs_rms.mean, obs_rms.var = obs_stats
                 if scaler is not None:
                     scaler.rms.var = ret_var
-                batch = sampler.sample(len(noise_te) * (b - a), noise_te=noise_te)
-                reply = ("ok", (batch, None if scaler is None else scaler.ret, _take_seen(scaler)))
+                reply = ("ok", _block_result(sampler.sample(len(noise_te) * (b - a), noise_te=noise_te), scaler))
             except BaseException as e:
                 reply = _error(e)
     except (EOFError, OSError):  # the pipe: the main process is gone or closing
@@ -100,24 +112,20 @@ def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, sc
         conn.close()
 
 
-def _fit_value(vf, theta, adam_state, rng_state, obs, target):
-    """The value fit of :meth:`trpo_np.value.ValueFunction.fit` from the main process's state
-    (θ, Adam moments, the shuffling generator); replies with the new state and the fit's stats."""
+def _fit_value(vf, state, obs, target):
+    """The value fit of :meth:`trpo_np.value.ValueFunction.fit` from the main process's
+    :func:`_fit_state`; replies with the new state and the fit's stats."""
     try:
-        vf.net.theta[:] = theta
-        vf.adam.load(adam_state)
         rng = np.random.default_rng()
-        rng.bit_generator.state = rng_state
+        _set_fit_state(vf, rng, *state)
         stats = vf.fit(obs, target, rng)
-        return "ok", (vf.net.theta, vf.adam.state(), rng.bit_generator.state, stats)
+        return "ok", (_fit_state(vf, rng), stats)
     except BaseException as e:
         return _error(e)
 
 
 def _error(e: BaseException):
     """An error reply: the exception itself where it can be pickled, and its traceback."""
-    import pickle
-
     try:
         pickle.dumps(e)
     except Exception:
@@ -188,8 +196,7 @@ class ParallelSampler:
             conn.send(("sample", (self.policy.theta, obs_stats, ret_var, noise_te[:, a:b])))
         a, b = self.blocks[0]
         local = self.local.sample(T * (b - a), noise_te=noise_te[:, a:b])
-        parts = [(local, None if self.reward_scaler is None else self.local.reward_scaler.ret,
-                  _take_seen(self.local.reward_scaler))] + self._receive()
+        parts = [_block_result(local, self.local.reward_scaler)] + self._receive()
         if self.reward_scaler is not None:
             self.reward_scaler.ret = np.concatenate([ret for _, ret, _ in parts])
             self.reward_scaler.seen.append(np.concatenate([seen for _, _, seen in parts], axis=1).reshape(-1))
@@ -203,14 +210,12 @@ class ParallelSampler:
         False (nothing started) when there is no worker."""
         if not self.conns:
             return False
-        self.conns[0].send(("fit", (vf.net.theta, vf.adam.state(), rng.bit_generator.state, obs, target)))
+        self.conns[0].send(("fit", (_fit_state(vf, rng), obs, target)))
         return True
 
     def finish_value_fit(self, vf, rng: np.random.Generator) -> dict:
-        theta, adam_state, rng_state, stats = self._receive(self.conns[:1])[0]
-        vf.net.theta[:] = theta
-        vf.adam.load(adam_state)
-        rng.bit_generator.state = rng_state
+        state, stats = self._receive(self.conns[:1])[0]
+        _set_fit_state(vf, rng, *state)
         return stats
 
     def close(self) -> None:
