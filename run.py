@@ -26,11 +26,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 # gymnasium flags the v4 MuJoCo tasks as out of date; they are the versions the literature reports.
 warnings.filterwarnings("ignore", message=".*is out of date.*")
 
-# Atari (paper Sec. 8.2 and App. C: δ = 0.01, γ = 0.99, F on 10% of the states), scaled to a 2-core
-# machine: 5,000 steps per iteration instead of the paper's 100,000, one value-fit epoch.
-ATARI_DEFAULTS = dict(batch_steps=5_000, num_envs=8, lam=0.95, fvp_fraction=0.1, vf_epochs=1,
-                      vf_minibatch=256, eval_every=250_000, eval_episodes=3, steps=10_000_000)
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Trust Region Policy Optimization (Schulman et al. 2015) in NumPy. "
@@ -80,14 +75,10 @@ def parse_args(argv=None):
 
 def build_config(args):
     from trpo_np.atari import is_atari_id
-    from trpo_np.train import Config
+    from trpo_np.config import Config
 
-    cfg = Config()
-    env = args.env or cfg.env
-    if is_atari_id(env):
-        for k, v in ATARI_DEFAULTS.items():
-            setattr(cfg, k, v)
-    cfg.env = env
+    env = args.env or Config.env
+    cfg = Config.for_env(env)
     if args.processes is not None and not args.asynchronous:
         raise ValueError("--processes goes with --async")
     if args.processes is not None and args.processes <= 0:
@@ -109,12 +100,10 @@ def build_config(args):
         except ValueError:
             raise ValueError(f"--hidden must be comma-separated integers such as 64,64, got {args.hidden!r}")
     if is_atari_id(env):
-        atari = {"frame_size": 42}
         for flag, key in [("frame_size", "frame_size"), ("sticky_actions", "sticky_actions"),
                           ("life_loss", "terminal_on_life_loss")]:
             if getattr(args, flag) is not None:
-                atari[key] = getattr(args, flag)
-        cfg.atari = atari
+                cfg.atari[key] = getattr(args, flag)
     elif any(getattr(args, f) is not None for f in ("frame_size", "sticky_actions", "life_loss")):
         raise ValueError(f"--frame-size, --sticky-actions and --life-loss apply to Atari ids only, not {env}")
     cfg.validate()
@@ -123,10 +112,11 @@ def build_config(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from trpo_np.envs import EnvError
-    from trpo_np.logger import RunError
-    from trpo_np.nn import ShapeError
     from trpo_np import train
+    from trpo_np.envs import EnvError
+    from trpo_np.evaluation import evaluate
+    from trpo_np.nn import ShapeError
+    from trpo_np.rundir import RunError, default_run_dir
 
     try:
         if args.eval:
@@ -150,7 +140,7 @@ def main(argv=None) -> int:
             print(f"resuming {run_dir} at iteration {trainer.iteration}, {trainer.env_steps:,} env steps", flush=True)
         else:
             cfg = build_config(args)
-            run_dir = args.out or train.run_dir_for(cfg)
+            run_dir = args.out or default_run_dir(cfg)
             trainer = train.start_run(cfg, run_dir, args.quiet)
             print(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}) -> {run_dir}", flush=True)
     except (ValueError, EnvError, RunError, ShapeError) as e:
@@ -166,7 +156,7 @@ def main(argv=None) -> int:
         print(f"run.py: error: {e} (at iteration {trainer.iteration + 1}; the checkpoint in {run_dir} "
               f"holds iteration {trainer.iteration})", file=sys.stderr)
         return 1
-    rets = trainer.evaluate(trainer.cfg.eval_episodes, seed=10_000 + trainer.cfg.seed)
+    rets = evaluate(trainer.cfg, trainer.policy, trainer.obs_rms, trainer.cfg.eval_episodes, seed=10_000 + trainer.cfg.seed)
     print(f"done: {trainer.env_steps:,} env steps in {last.get('elapsed', 0):.0f} s; final deterministic "
           f"evaluation over {len(rets)} episodes: {sum(rets) / len(rets):.1f}; run directory {run_dir}")
     return 0
@@ -174,8 +164,10 @@ def main(argv=None) -> int:
 
 def evaluate_checkpoint(args) -> int:
     import numpy as np
-    from trpo_np.logger import RunError, load_checkpoint
-    from trpo_np.train import Config, Trainer
+    from trpo_np.config import Config
+    from trpo_np.evaluation import evaluate
+    from trpo_np.rundir import RunError, load_checkpoint
+    from trpo_np.train import Trainer
 
     _, meta = load_checkpoint(args.eval)
     cfg = Config.from_json(meta["config"])
@@ -191,7 +183,7 @@ def evaluate_checkpoint(args) -> int:
     trainer.load(args.eval, weights_only=True)
     seed = 10_000 + cfg.seed if args.seed is None else args.seed
     try:
-        rets = trainer.evaluate(args.episodes, seed=seed, video=args.video)
+        rets = evaluate(cfg, trainer.policy, trainer.obs_rms, args.episodes, seed=seed, video=args.video)
     except Exception as e:  # rendering back ends fail in many ways; say what to do
         if args.video and ("GL" in str(e) or "render" in str(e).lower() or isinstance(e, RuntimeError)):
             raise RunError(f"could not render a video ({e.__class__.__name__}: {e}); on a headless machine set "

@@ -26,7 +26,7 @@ single_threaded_blas()
 import numpy as np  # noqa: E402
 
 import run  # noqa: E402
-from trpo_np.envs import make_vector_env  # noqa: E402
+from trpo_np.envs import VectorEnv  # noqa: E402
 from trpo_np.train import Trainer  # noqa: E402
 
 
@@ -41,26 +41,26 @@ def main():
     cfg = run.build_config(run.parse_args(["--env", args.env]))
     rand, samp = [], []
     for _ in range(args.repeats):
-        venv = make_vector_env(cfg.env, cfg.num_envs, **cfg.atari)
+        venv = VectorEnv(cfg.env, cfg.num_envs, **cfg.atari)
         rand.append(args.steps / random_stepping(venv, args.steps))
         venv.close()
         tr = Trainer(cfg, run_dir=None, quiet=True)
-        tr._make_sampler()
+        sampler = tr.make_sampler()
         t0 = time.perf_counter()
-        tr.sampler.sample(args.steps)
+        sampler.sample(args.steps)
         samp.append(args.steps / (time.perf_counter() - t0))
-        tr.sampler.close()
+        sampler.close()
     r, s = float(np.median(rand)), float(np.median(samp))
     print(f"random {r:,.0f} steps/s, sampling {s:,.0f} steps/s, ratio {s / r:.2f}", flush=True)
 
     tr = Trainer(cfg, run_dir=None, quiet=True)
-    tr._make_sampler()
-    batch = tr.sampler.sample(args.update_steps)
-    tr.sampler.close()
+    sampler = tr.make_sampler()
+    batch = sampler.sample(args.update_steps)
+    sampler.close()
     t0 = time.perf_counter()
-    stats = tr.single_path_update(batch)
+    stats = tr.update(batch)
     t_update = time.perf_counter() - t0
-    print(f"update of a {batch.steps:,}-step batch: {t_update:.1f} s (kl {stats['kl']:.4f}, "
+    print(f"update of a {batch.paths.steps:,}-step batch: {t_update:.1f} s (kl {stats['kl']:.4f}, "
           f"backtracks {stats['backtracks']})", flush=True)
     train = {}
     for asy in ([False, True] if args.train_steps else []):
@@ -80,7 +80,7 @@ def main():
              f"| random-action stepping of the preprocessed vector env | {r:,.0f} agent steps/s |",
              f"| sampling with the CNN policy | {s:,.0f} agent steps/s |",
              f"| ratio sampling / random | **{s / r:.2f}** |",
-             f"| one TRPO update + value fit, {batch.steps:,}-step batch | **{t_update:.1f} s** |"]
+             f"| one TRPO update + value fit, {batch.paths.steps:,}-step batch | **{t_update:.1f} s** |"]
     if train:
         lines += [f"| full training, {args.train_steps:,} steps, one process | {train[False][0]:,.0f} agent steps/s |",
                   f"| full training, {args.train_steps:,} steps, `--async` ({train[True][1]} processes) | "

@@ -37,7 +37,9 @@ import numpy as np  # noqa: E402
 
 
 def run_trpo_np(env_id, steps, seed, asynchronous=False):
-    from trpo_np.train import Config, Trainer
+    from trpo_np.config import Config
+    from trpo_np.evaluation import evaluate
+    from trpo_np.train import Trainer
 
     cfg = Config(env=env_id, steps=steps, num_envs=4, batch_steps=2048, eval_every=0, seed=seed,
                  asynchronous=asynchronous)
@@ -45,7 +47,7 @@ def run_trpo_np(env_id, steps, seed, asynchronous=False):
     t0 = time.perf_counter()
     tr.train()
     wall = time.perf_counter() - t0
-    return wall, tr.env_steps, tr.evaluate(10, seed=10_000 + seed)
+    return wall, tr.env_steps, evaluate(cfg, tr.policy, tr.obs_rms, 10, seed=10_000 + seed)
 
 
 def run_sb3(env_id, steps, seed, torch_threads, subproc=False):

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from trpo_np.distributions import Categorical, DiagGaussian  # noqa: E402
 from trpo_np.nn import atari_cnn, mlp  # noqa: E402
-from trpo_np.policy import Policy, TRPOBatch, single_path_objective  # noqa: E402
+from trpo_np.policy import Policy, Surrogate, TRPOBatch, single_path_objective  # noqa: E402
 
 
 def median_time(fn, repeats):
@@ -56,7 +56,7 @@ def case(name, dtype, repeats):
         obs = rng.integers(0, 256, size=(1000, 42, 42, 4), dtype=np.uint8)
     act, logp = pol.act(obs, rng)
     adv = rng.standard_normal(len(obs))
-    batch = TRPOBatch(pol, obs, act, single_path_objective(logp, adv))
+    batch = TRPOBatch(pol, Surrogate(obs, act, single_path_objective(logp, adv), kl_obs=obs))
     v = rng.standard_normal(pol.size).astype(pol.dtype)
 
     def grad():  # forward at θ + backward of the surrogate
@@ -65,7 +65,7 @@ def case(name, dtype, repeats):
         pol.vjp(caches, pol.dist.dlogp(p, act, dlogp))
 
     def fvp_with_forward():
-        TRPOBatch(pol, obs, act, batch.objective).fvp(v)
+        TRPOBatch(pol, Surrogate(obs, act, batch.objective, kl_obs=obs)).fvp(v)
 
     t_g = median_time(grad, repeats)
     t_f = median_time(lambda: batch.fvp(v), repeats)

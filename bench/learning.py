@@ -36,9 +36,9 @@ import numpy as np  # noqa: E402
 
 def random_stepping_time(env_id: str, steps: int, num_envs: int, seed: int = 0) -> float:
     """Seconds to step the training's vector env with random actions for ``steps`` env steps."""
-    from trpo_np.envs import make_vector_env
+    from trpo_np.envs import VectorEnv
 
-    venv = make_vector_env(env_id, num_envs)
+    venv = VectorEnv(env_id, num_envs)
     dt = random_stepping(venv, steps, seed)
     venv.close()
     return dt

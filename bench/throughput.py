@@ -31,13 +31,14 @@ single_threaded_blas()
 
 import numpy as np  # noqa: E402
 
-from trpo_np.envs import make_vector_env  # noqa: E402
+from trpo_np.config import Config  # noqa: E402
+from trpo_np.envs import VectorEnv  # noqa: E402
 from trpo_np.parallel import split  # noqa: E402
-from trpo_np.train import Config, Trainer  # noqa: E402
+from trpo_np.train import Trainer  # noqa: E402
 
 
 def _random_block(env_id, n, steps, barrier, seed):
-    venv = make_vector_env(env_id, n)
+    venv = VectorEnv(env_id, n)
     barrier.wait()
     random_stepping(venv, steps, seed)
     venv.close()
@@ -46,7 +47,7 @@ def _random_block(env_id, n, steps, barrier, seed):
 def random_steps(env_id, steps, num_envs, asynchronous):
     """(a): one process; or each block of copies in its own process, all started together."""
     if not asynchronous:
-        venv = make_vector_env(env_id, num_envs)
+        venv = VectorEnv(env_id, num_envs)
         dt = random_stepping(venv, steps)
         venv.close()
         return steps / dt
@@ -72,13 +73,13 @@ def config(env_id, steps, num_envs, asynchronous, batch_steps):
 
 def sampling(env_id, steps, num_envs, asynchronous, batch_steps):
     tr = Trainer(config(env_id, steps, num_envs, asynchronous, batch_steps), run_dir=None, quiet=True)
-    tr._make_sampler()
+    sampler = tr.make_sampler()
     t0 = time.perf_counter()
     done = 0
     while done < steps:
-        done += tr.sampler.sample(batch_steps).steps
+        done += sampler.sample(batch_steps).paths.steps
     dt = time.perf_counter() - t0
-    tr.sampler.close()
+    sampler.close()
     return done / dt
 
 

@@ -64,7 +64,9 @@ FIELDS = ["env", "method", "seed", "env_steps", "trunk_steps", "branch_steps", "
 
 def run_one(job):
     """Train one (env, method, seed) and evaluate it; returns a CSV row."""
-    from trpo_np.train import Config, Trainer
+    from trpo_np.config import Config
+    from trpo_np.evaluation import evaluate
+    from trpo_np.train import Trainer
 
     warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: gymnasium resets filters on import
     env_id, method, seed, steps, overrides, eval_episodes, out = job
@@ -75,13 +77,13 @@ def run_one(job):
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
-    rets = trainer.evaluate(eval_episodes, seed=10_000 + seed)
+    rets = evaluate(cfg, trainer.policy, trainer.obs_rms, eval_episodes, seed=10_000 + seed)
     with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
         evals = [float(r["eval_return_mean"]) for r in csv.DictReader(f) if r["eval_return_mean"] not in ("", "nan")]
     return dict(env=env_id, method=method, seed=seed, env_steps=trainer.env_steps, trunk_steps=trainer.trunk_steps,
                 branch_steps=trainer.branch_steps, iterations=trainer.iteration, final_mean=float(np.mean(rets)),
                 final_std=float(np.std(rets)), last5_mean=float(np.mean(evals[-5:])) if evals else float("nan"),
-                wall_s=wall, eval_s=float(getattr(trainer, "eval_time", 0.0)), steps_per_s=trainer.env_steps / wall,
+                wall_s=wall, eval_s=trainer.eval_time, steps_per_s=trainer.env_steps / wall,
                 vine_states=cfg.vine_states if method == "vine" else "", batch_steps=cfg.batch_steps,
                 vine_actions=cfg.vine_actions if method == "vine" else "",
                 vine_horizon=cfg.vine_horizon if method == "vine" else "")

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from trpo_np.policy import Surrogate, TRPOBatch
+
 
 def rel_error(a, b) -> float:
     """max |a − b| / max(|a|, |b|, tiny): a scale-free error over the whole array."""
@@ -47,3 +49,23 @@ def surrogate_gradient_check(batch):
     num = numerical_grad(lambda t: batch.evaluate(t)[0], theta.copy())
     batch.policy.theta[:] = theta
     return g, num
+
+
+def make_trpo_batch(policy, obs, act, objective, kl_obs=None, **kwargs):
+    """A TRPOBatch on the surrogate (obs, act, objective), with the KL over ``kl_obs`` (default obs)."""
+    return TRPOBatch(policy, Surrogate(obs, act, objective, obs if kl_obs is None else kl_obs), **kwargs)
+
+
+def mean_kl_grad(batch, theta):
+    """∇_θ of the mean KL(π_old ‖ π_θ) over a TRPOBatch's Fisher states, from the exact KL
+    derivative (an oracle for F v, which is its derivative in θ at θ_old); θ is put back."""
+    pol = batch.policy
+    saved = pol.theta.copy()
+    pol.theta[:] = theta
+    g = np.zeros(pol.size)
+    n = len(batch.f_obs)
+    for sl, p_old, _ in batch.f_chunks:
+        p, caches = pol.params(pol.preprocess(batch.f_obs[sl]))
+        g += pol.vjp(caches, pol.dist.dkl(p_old, p, np.full(sl.stop - sl.start, 1.0 / n)))
+    pol.theta[:] = saved
+    return g

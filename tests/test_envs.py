@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from trpo_np.envs import make_env, make_vector_env
+from trpo_np.envs import VectorEnv, make_env
 
 gym.register("TrpoNpShortCartPole-v0", entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
              max_episode_steps=15)
@@ -15,7 +15,7 @@ def test_vector_env_steps_as_gymnasium_sync_vector_env(env_id):
     """Same seeds and actions: the same observations, rewards, terminations, truncations (the
     short CartPole truncates every 15 steps) and final observations."""
     n, steps = 3, 60
-    ours = make_vector_env(env_id, n)
+    ours = VectorEnv(env_id, n)
     ref = gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(n)],
                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     space = ours.single_action_space
@@ -46,4 +46,4 @@ def test_vector_env_steps_as_gymnasium_sync_vector_env(env_id):
 
 def test_vector_env_reports_unknown_ids_clearly():
     with pytest.raises(ValueError, match="unknown environment id 'NoSuchEnv-v0'"):
-        make_vector_env("NoSuchEnv-v0", 2)
+        VectorEnv("NoSuchEnv-v0", 2)

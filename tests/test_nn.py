@@ -6,8 +6,6 @@ import pytest
 from tests.gradcheck import numerical_grad, numerical_jvp, rel_error
 from trpo_np.nn import Conv2d, Dense, Flatten, ReLU, Sequential, ShapeError, Tanh, atari_cnn, mlp
 
-RNG = np.random.default_rng(0)
-
 
 def make_layer(kind):
     """A layer with non-square shapes and an input batch away from ReLU kinks."""
@@ -101,19 +99,19 @@ def naive_conv(x, W, b, k, s):
 
 
 @pytest.mark.parametrize("shape,ch,k,s", [((7, 6, 3), 5, 3, 2), ((9, 8, 2), 4, 4, 2), ((5, 5, 1), 2, 2, 1)])
-def test_conv_matches_naive_loops(shape, ch, k, s):
-    net = Sequential([Conv2d(shape, ch, k, s)], np.float64).init(RNG)
-    net.w[0][1][...] = RNG.standard_normal(ch)
-    x = RNG.standard_normal((2,) + shape)
+def test_conv_matches_naive_loops(shape, ch, k, s, rng):
+    net = Sequential([Conv2d(shape, ch, k, s)], np.float64).init(rng)
+    net.w[0][1][...] = rng.standard_normal(ch)
+    x = rng.standard_normal((2,) + shape)
     assert rel_error(net(x), naive_conv(x, net.w[0][0], net.w[0][1], k, s)) < 1e-12
 
 
-def test_network_backward_and_jvp_adjoint_identity():
+def test_network_backward_and_jvp_adjoint_identity(rng):
     """⟨w, J v⟩ = ⟨Jᵀ w, v⟩ for a whole CNN, to round-off."""
-    net = atari_cnn((12, 12, 2), 3, dtype=np.float64).init(RNG)
-    x = RNG.standard_normal((3, 12, 12, 2))
+    net = atari_cnn((12, 12, 2), 3, dtype=np.float64).init(rng)
+    x = rng.standard_normal((3, 12, 12, 2))
     y, caches = net.forward(x)
-    w, v = RNG.standard_normal(y.shape), RNG.standard_normal(net.size)
+    w, v = rng.standard_normal(y.shape), rng.standard_normal(net.size)
     assert abs(np.sum(w * net.jvp(v, caches)) - np.dot(net.backward(w, caches), v)) < 1e-10 * np.abs(v).sum()
 
 
@@ -129,11 +127,11 @@ def output_at(net, x):
     return f
 
 
-def test_mlp_gradient_and_jvp_against_central_differences():
-    net = mlp(4, (6, 5), 3, dtype=np.float64).init(RNG)
-    x = RNG.standard_normal((5, 4))
+def test_mlp_gradient_and_jvp_against_central_differences(rng):
+    net = mlp(4, (6, 5), 3, dtype=np.float64).init(rng)
+    x = rng.standard_normal((5, 4))
     y, caches = net.forward(x)
-    dy, v = RNG.standard_normal(y.shape), RNG.standard_normal(net.size)
+    dy, v = rng.standard_normal(y.shape), rng.standard_normal(net.size)
     assert rel_error(net.backward(dy, caches), numerical_grad(lambda t: float(np.sum(net(x) * dy)), net.theta)) < 1e-6
     assert rel_error(net.jvp(v, caches), numerical_jvp(output_at(net, x), net.theta.copy(), v)) < 1e-6
 
@@ -166,10 +164,21 @@ def test_atari_value_network_gradient_and_jvp(kind, shape):
 def test_flat_parameter_views_share_memory():
     net = mlp(3, (4,), 2)
     net.theta[:] = np.arange(net.size)
-    assert np.shares_memory(net.w[0][0], net.theta)
-    np.testing.assert_array_equal(net.w[0][0].ravel(), np.arange(12))
+    blocks = [b for layer in net.w for b in layer]
+    assert [b.shape for b in blocks] == [(3, 4), (4,), (4, 2), (2,)]  # Dense, Tanh (none), Dense
+    assert all(np.shares_memory(b, net.theta) for b in blocks)
+    # the blocks tile θ in order, without gaps or overlaps
+    np.testing.assert_array_equal(np.concatenate([b.ravel() for b in blocks]), np.arange(net.size))
+    net.theta[:] = 0.0  # writes through θ reach every layer's view
+    assert all(not b.any() for b in blocks)
+    net.w[2][1][...] = 7.0  # and writes through a view reach θ
+    assert np.array_equal(net.theta[-2:], [7.0, 7.0]) and not net.theta[:-2].any()
     g = np.ones(net.size)
-    assert net.views(g)[2][1].shape == (2,)
+    g_views = [b for layer in net.views(g) for b in layer]
+    assert [b.shape for b in g_views] == [b.shape for b in blocks]
+    assert all(np.shares_memory(b, g) for b in g_views)  # views of any flat vector, e.g. a gradient
+    g_views[1][...] = 5.0
+    assert np.array_equal(g[12:16], np.full(4, 5.0))
 
 
 def test_checker_catches_a_derivative_off_by_1e_3():
@@ -185,11 +194,20 @@ def test_checker_catches_a_derivative_off_by_1e_3():
     assert rel_error(bad, num) > 1e-6
 
 
-def test_atari_cnn_parameter_count_and_shapes():
-    net = atari_cnn((42, 42, 4), 6)
+def test_atari_cnn_parameter_count_and_shapes(rng):
+    net = atari_cnn((42, 42, 4), 6).init(rng)
+    # two 16-channel 4×4 stride-2 convs, 20 fully connected units, 6 outputs (paper Sec. 8.2)
+    assert [layer.out_shape for layer in net.layers] == [
+        (20, 20, 16), (20, 20, 16), (9, 9, 16), (9, 9, 16), (9 * 9 * 16,), (20,), (20,), (6,)]
     assert net.out_shape == (6,)
+    assert net.size == (4 * 4 * 4 * 16 + 16) + (4 * 4 * 16 * 16 + 16) + (9 * 9 * 16 * 20 + 20) + (20 * 6 + 6)
     assert 30_000 < net.size < 34_000  # the paper's policy has "33,500" parameters
-    assert atari_cnn((84, 84, 4), 6, kind="nature").size > 1_000_000
+    y = net(rng.random((3, 42, 42, 4)).astype(np.float32))
+    assert y.shape == (3, 6) and y.dtype == np.float32
+    nature = atari_cnn((84, 84, 4), 6, kind="nature")
+    assert [layer.out_shape for layer in nature.layers if isinstance(layer, (Conv2d, Dense))] == [
+        (20, 20, 32), (9, 9, 64), (7, 7, 64), (512,), (6,)]
+    assert nature.size > 1_000_000
 
 
 def test_bad_input_errors_name_layer_and_shapes():

@@ -21,10 +21,17 @@ def test_cg_matches_linear_solve_on_spd(n, seed):
 def test_cg_stops_at_the_residual_tolerance_and_after_iters():
     A = np.diag([1.0, 2.0, 3.0, 4.0])
     b = np.ones(4)
-    _, _, k = conjugate_gradient(lambda v: A @ v, b, iters=2)
-    assert k == 2
+    x2, res2, k = conjugate_gradient(lambda v: A @ v, b, iters=2)
+    assert k == 2 and res2 ** 2 >= 1e-10  # stopped by iters, the default tolerance not yet met
     x, res, k = conjugate_gradient(lambda v: A @ v, b, iters=100, tol=1e-12)
     assert k == 4 and res ** 2 < 1e-12  # exact in n steps for n distinct eigenvalues
+    # a tolerance that the second iterate meets and the first does not: CG stops after two
+    # iterations, before iters and before n, with the second iterate
+    _, res1, _ = conjugate_gradient(lambda v: A @ v, b, iters=1, tol=0.0)
+    assert res2 < res1
+    tol = res1 * res2  # res2² < tol < res1²
+    x, res, k = conjugate_gradient(lambda v: A @ v, b, iters=100, tol=tol)
+    assert k == 2 and res ** 2 < tol and np.array_equal(x, x2)
 
 
 class QuadraticProblem:

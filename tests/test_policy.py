@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from tests.gradcheck import numerical_jacobian, numerical_jvp, rel_error, surrogate_gradient_check
+from tests.gradcheck import (make_trpo_batch, mean_kl_grad, numerical_jacobian, numerical_jvp, rel_error,
+                             surrogate_gradient_check)
 from trpo_np.distributions import Categorical, DiagGaussian
 from trpo_np.nn import ShapeError, atari_cnn, mlp
-from trpo_np.policy import Policy, TRPOBatch, single_path_objective
+from trpo_np.policy import Policy, single_path_objective
 
 
 def mlp_gaussian(n=5):
@@ -47,7 +48,7 @@ def make_batch(make, damping=0.0):
     # evaluate the surrogate away from θ_old, where the ratio is not 1
     theta_old = pol.theta.copy()
     pol.theta[:] += 0.05 * rng.standard_normal(pol.size)
-    batch = TRPOBatch(pol, obs, act, single_path_objective(logp_old, adv), damping=damping)
+    batch = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, adv), damping=damping)
     return pol, batch, theta_old
 
 
@@ -65,13 +66,13 @@ def test_fvp_is_the_derivative_of_the_mean_kl_gradient(make):
     """F v = d/dε ∇ KL̄(θ_old, θ_old + εv) at ε = 0 (central difference of the exact gradient)."""
     pol, obs = make()
     act, logp_old = pol.act(obs, np.random.default_rng(8))
-    batch = TRPOBatch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.0)
+    batch = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.0)
     theta_old = pol.theta.copy()
     v = np.random.default_rng(9).standard_normal(pol.size)
     fv = batch.fvp(v)
-    num = numerical_jvp(batch.mean_kl_grad, theta_old, v, eps=1e-5)
+    num = numerical_jvp(lambda t: mean_kl_grad(batch, t), theta_old, v, eps=1e-5)
     assert rel_error(fv, num) < 1e-4
-    assert np.allclose(batch.mean_kl_grad(theta_old), 0, atol=1e-12)  # KL is minimal at θ_old
+    assert np.allclose(mean_kl_grad(batch, theta_old), 0, atol=1e-12)  # KL is minimal at θ_old
 
 
 @pytest.mark.parametrize("make", [tiny_gaussian, mlp_categorical])
@@ -80,7 +81,7 @@ def test_fvp_against_explicit_jt_m_j(make):
     pol, obs = make()
     n = len(obs)
     act, logp_old = pol.act(obs, np.random.default_rng(1))
-    batch = TRPOBatch(pol, obs, act, single_path_objective(logp_old, np.ones(n)), damping=0.0)
+    batch = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, np.ones(n)), damping=0.0)
     theta_old = pol.theta.copy()
 
     def params_flat(t):
@@ -100,7 +101,7 @@ def test_fvp_against_explicit_jt_m_j(make):
         for j in range(k):
             e = np.zeros((1, k))
             e[0, j] = 1
-            pi = tuple(x[i:i + 1] if x.ndim == 2 else x for x in p)
+            pi = p.rows(slice(i, i + 1))
             if len(p) == 2:
                 a = k // 2
                 mu = pol.dist.fisher(pi, (e[:, :a], e[:, a:]))
@@ -116,14 +117,14 @@ def test_fvp_against_explicit_jt_m_j(make):
 def test_fvp_symmetric_and_positive_semidefinite(make):
     pol, obs = make()
     act, logp_old = pol.act(obs, np.random.default_rng(3))
-    batch = TRPOBatch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.0)
+    batch = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.0)
     rng = np.random.default_rng(4)
     for _ in range(3):
         u, v = rng.standard_normal(pol.size), rng.standard_normal(pol.size)
         uFv, vFu = u @ batch.fvp(v), v @ batch.fvp(u)
         assert abs(uFv - vFu) < 1e-10 * max(abs(uFv), 1.0)
         assert v @ batch.fvp(v) >= -1e-12
-    damped = TRPOBatch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.1)
+    damped = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))), damping=0.1)
     assert rel_error(damped.fvp(v), batch.fvp(v) + 0.1 * v) < 1e-12
 
 
@@ -131,14 +132,14 @@ def test_fvp_subsample_uses_a_subset_of_states():
     pol, obs = mlp_categorical(n=40)
     act, logp_old = pol.act(obs, np.random.default_rng(5))
     obj = single_path_objective(logp_old, np.ones(40))
-    sub = TRPOBatch(pol, obs, act, obj, damping=0.0, fvp_fraction=0.25, rng=np.random.default_rng(6))
+    sub = make_trpo_batch(pol, obs, act, obj, damping=0.0, fvp_fraction=0.25, rng=np.random.default_rng(6))
     assert len(sub.f_obs) == 10
     idx = [int(np.argmin(np.abs(obs - row).sum(1))) for row in sub.f_obs]
-    full_on_subset = TRPOBatch(pol, obs[idx], act[idx], obj, damping=0.0)
+    full_on_subset = make_trpo_batch(pol, obs[idx], act[idx], obj, damping=0.0)
     v = np.random.default_rng(7).standard_normal(pol.size)
     assert rel_error(sub.fvp(v), full_on_subset.fvp(v)) < 1e-12
     with pytest.raises(ValueError, match="rng"):
-        TRPOBatch(pol, obs, act, obj, fvp_fraction=0.5)
+        make_trpo_batch(pol, obs, act, obj, fvp_fraction=0.5)
 
 
 @pytest.mark.parametrize("make", [mlp_gaussian, cnn_categorical])
@@ -147,15 +148,34 @@ def test_chunked_batch_gives_the_same_loss_gradient_fvp_and_kl(make):
     pol, obs = make(n=7)
     act, logp_old = pol.act(obs, np.random.default_rng(5))
     obj = single_path_objective(logp_old, np.random.default_rng(6).standard_normal(7))
-    whole = TRPOBatch(pol, obs, act, obj, damping=0.0)
-    parts = TRPOBatch(pol, obs, act, obj, damping=0.0, chunk=3)
-    assert parts.caches is None and len(parts.f_chunks) == 3
+    whole = make_trpo_batch(pol, obs, act, obj, damping=0.0)
+    parts = make_trpo_batch(pol, obs, act, obj, damping=0.0, chunk=3)
+    assert len(parts.f_chunks) == 3
     (La, ga), (Lb, gb) = whole.loss_and_grad(), parts.loss_and_grad()
     assert abs(La - Lb) < 1e-12 and rel_error(ga, gb) < 1e-12
     v = np.random.default_rng(7).standard_normal(pol.size)
     assert rel_error(whole.fvp(v), parts.fvp(v)) < 1e-12
     theta = whole.theta_old + 0.01 * v
     assert np.allclose(whole.evaluate(theta), parts.evaluate(theta), rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [mlp_gaussian, mlp_categorical])
+def test_derivatives_at_theta_old_refuse_a_moved_theta(make):
+    """loss_and_grad and F v use forward caches taken at θ_old: after evaluate(θ) moved the policy
+    they raise instead of returning a wrong value, and work again once θ_old is back."""
+    pol, obs = make()
+    act, logp_old = pol.act(obs, np.random.default_rng(1))
+    batch = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))))
+    v = np.random.default_rng(2).standard_normal(pol.size)
+    fv, (L, g) = batch.fvp(v), batch.loss_and_grad()
+    batch.evaluate(batch.theta_old + 0.1 * v)
+    with pytest.raises(RuntimeError, match="θ_old"):
+        batch.fvp(v)
+    with pytest.raises(RuntimeError, match="θ_old"):
+        batch.loss_and_grad()
+    batch.evaluate(batch.theta_old)
+    np.testing.assert_array_equal(batch.fvp(v), fv)
+    np.testing.assert_array_equal(batch.loss_and_grad()[1], g)
 
 
 def test_policy_rejects_bad_observations():

@@ -5,14 +5,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tests.gradcheck import numerical_grad, rel_error, surrogate_gradient_check
+from tests.gradcheck import make_trpo_batch, numerical_grad, rel_error, surrogate_gradient_check
 from trpo_np import envs as envs_mod
+from trpo_np.config import Config
 from trpo_np.distributions import Categorical, DiagGaussian
+from trpo_np.evaluation import evaluate
 from trpo_np.nn import mlp
-from trpo_np.policy import Policy, TRPOBatch, single_path_objective
-from trpo_np.train import Config, Trainer
-from trpo_np.envs import get_state as get_env_state, set_state as set_env_state, state_kind
-from trpo_np.vine import (VineSampler, rollout_branches, vine_continuous_objective,
+from trpo_np.policy import Policy, single_path_objective
+from trpo_np.simstate import _time_limit, get_state as get_env_state, set_state as set_env_state, state_kind
+from trpo_np.train import Trainer
+from trpo_np.vine import (rollout_branches, vine_continuous_objective,
                           vine_discrete_objective)
 
 
@@ -140,7 +142,7 @@ def test_mujoco_restore_replays_identically(env_id):
     assert_identical(replay(env, actions), first)
     set_env_state(other, state)  # into another copy
     assert_identical(replay(other, actions), first)
-    assert envs_mod._time_limit(other)._elapsed_steps == 27
+    assert _time_limit(other)._elapsed_steps == 27
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -156,9 +158,9 @@ def test_classic_control_restore_keeps_state_rng_and_time_limit(env_id):
     first = replay(env, actions)
     set_env_state(other, state)
     assert_identical(replay(other, actions), first)
-    envs_mod._time_limit(env)._elapsed_steps = 0
+    _time_limit(env)._elapsed_steps = 0
     set_env_state(env, state)
-    assert envs_mod._time_limit(env)._elapsed_steps == 4
+    assert _time_limit(env)._elapsed_steps == 4
     assert_identical(replay(env, actions), first)
 
 
@@ -207,18 +209,18 @@ def test_sampler_batch_q_matches_closed_form_with_value_bootstrap():
     tr.policy.theta[:] += 0.3 * np.random.default_rng(0).standard_normal(tr.policy.size)
     tr.policy.theta[-3:] += [0.0, 1.5, 0.0]  # output bias: lean right, so the trunk visits the chain
     tr.vf.net.theta[-1] += 3.0  # output bias: a value the bootstrap term cannot hide
-    sampler = VineSampler(tr, seed=0)
+    sampler = tr.make_sampler()
     try:
         batch = sampler.sample(2000 + 300 * 3 * 3)  # the trunk gets what the branches leave
     finally:
         sampler.close()
     N, K, T = 300, 3, 3
     assert sampler.split(2000 + N * K * T) == (2000, N * K * T) and sampler.split(100) == (2 * N, N * K * T)
-    assert batch.steps == 2000 and batch.q_nk.shape == (N, K) and batch.enumerated
+    assert batch.paths.steps == 2000 and batch.q_nk.shape == (N, K) and batch.enumerated
     assert 0 < batch.branch_steps <= N * K * T
     np.testing.assert_array_equal(batch.act_nk, np.tile(np.arange(3), (N, 1)))
     pos = batch.obs_n.argmax(axis=1)
-    trunk_obs = batch.trunk.obs_te.reshape(-1, Chain.L)
+    trunk_obs = batch.paths.obs_te.reshape(-1, Chain.L)
     assert all((trunk_obs == o).all(axis=1).any() for o in batch.obs_n)  # rollout states come from the trunk
     v_end = tr.vf.predict(np.eye(Chain.L))  # bootstrap γ^T V(s_T) with the (untrained) value function
     q_true = exact_q(policy_table(tr.policy), T, cfg.gamma, v_end)
@@ -231,7 +233,7 @@ def test_sampler_draws_distinct_uniform_actions_when_the_space_is_larger_than_k(
     cfg = Config(env="VineChain-v0", method="vine", num_envs=1, dtype="float64", vine_states=20,
                  vine_actions=2, vine_horizon=2, seed=0)
     tr = Trainer(cfg, run_dir=None, quiet=True)
-    sampler = VineSampler(tr, seed=0)
+    sampler = tr.make_sampler()
     try:
         batch = sampler.sample(100)
     finally:
@@ -239,8 +241,12 @@ def test_sampler_draws_distinct_uniform_actions_when_the_space_is_larger_than_k(
     assert not batch.enumerated and batch.act_nk.shape == (20, 2)
     assert np.all(batch.act_nk[:, 0] != batch.act_nk[:, 1])
     np.testing.assert_allclose(batch.logq_nk, -np.log(3))
-    stats = sampler.update(tr, batch)
-    assert {"surr_before", "surr_after", "kl", "accepted", "vf_explained_var", "vf_loss"} <= set(stats)
+    # the trainer's one update takes a step on eq. (16) within the KL bound and fits V on the trunk
+    theta_old, v_old = tr.policy.theta.copy(), tr.vf.net.theta.copy()
+    stats = tr.update(batch)
+    assert stats["accepted"] and 0 < stats["kl"] <= cfg.max_kl and stats["surr_after"] > stats["surr_before"]
+    assert not np.array_equal(tr.policy.theta, theta_old) and not np.array_equal(tr.vf.net.theta, v_old)
+    assert np.isfinite(stats["vf_loss"]) and tr.vf.unit == batch.paths.reward_scale
 
 
 # -- surrogate gradients ---------------------------------------------------------------------------
@@ -256,12 +262,17 @@ def test_discrete_objective_gradient_and_baseline_invariance():
     logp = np.log(rng.dirichlet(np.ones(K), size=N)).reshape(-1)
     assert rel_error(phi(logp)[1], numerical_grad(lambda x: phi(x)[0], logp.copy())) < 1e-7
     # ∇_θ L through the policy against central differences of L(θ)
-    g, num = surrogate_gradient_check(TRPOBatch(pol, obs, act, phi, kl_obs=obs_n))
+    g, num = surrogate_gradient_check(make_trpo_batch(pol, obs, act, phi, kl_obs=obs_n))
     assert rel_error(g, num) < 1e-6
     assert rel_error(g * (1 + 1e-3 * rng.standard_normal(g.shape)), num) > 1e-5  # the check can fail
-    # a state baseline V(s_n) moves L by a constant, not its gradient
-    tb_v = TRPOBatch(pol, obs, act, vine_discrete_objective(q_nk, rng.standard_normal(N)), kl_obs=obs_n)
-    assert rel_error(tb_v.loss_and_grad()[1], g) < 1e-10
+    # the state baseline b_n moves L by a constant, not its gradient (Σ_k π_θ(a_k|s) = 1):
+    # eq. (15) without it has the same gradient
+    def no_baseline(logp):
+        w_nk = np.exp(logp.reshape(N, K)) * q_nk / N
+        return float(w_nk.sum()), w_nk.reshape(-1)
+
+    tb = make_trpo_batch(pol, obs, act, no_baseline, kl_obs=obs_n)
+    assert rel_error(tb.loss_and_grad()[1], g) < 1e-10
 
 
 def test_continuous_objective_gradient_and_score_function_at_theta_old():
@@ -278,12 +289,12 @@ def test_continuous_objective_gradient_and_score_function_at_theta_old():
     assert rel_error(phi(x)[1], numerical_grad(lambda y: phi(y)[0], x.copy())) < 1e-7
     # at θ_old: r = 1, so ∇L = (1/NK) Σ (Q̂_nk − mean_k Q̂) ∇logπ, the single-path surrogate's gradient
     adv = (q_nk - q_nk.mean(axis=1, keepdims=True)).reshape(-1)
-    g_old = TRPOBatch(pol, obs, act, phi, kl_obs=obs_n).loss_and_grad()[1]
-    g_sp = TRPOBatch(pol, obs, act, single_path_objective(logq, adv)).loss_and_grad()[1]
+    g_old = make_trpo_batch(pol, obs, act, phi, kl_obs=obs_n).loss_and_grad()[1]
+    g_sp = make_trpo_batch(pol, obs, act, single_path_objective(logq, adv)).loss_and_grad()[1]
     assert rel_error(g_old, g_sp) < 1e-10
     # away from θ_old, against central differences
     pol.theta[:] += 0.05 * rng.standard_normal(pol.size)
-    g, num = surrogate_gradient_check(TRPOBatch(pol, obs, act, phi, kl_obs=obs_n))
+    g, num = surrogate_gradient_check(make_trpo_batch(pol, obs, act, phi, kl_obs=obs_n))
     assert rel_error(g, num) < 1e-6
     assert rel_error(g * (1 + 1e-3 * rng.standard_normal(g.shape)), num) > 1e-5
 
@@ -297,7 +308,7 @@ def test_vine_learns_cartpole():
     last = tr.train()
     assert tr.branch_steps > 0 and tr.env_steps == tr.trunk_steps + tr.branch_steps >= 80_000
     assert last["branch_steps"] == tr.branch_steps
-    returns = tr.evaluate(10, seed=1000)
+    returns = evaluate(cfg, tr.policy, tr.obs_rms, 10, seed=1000)
     assert np.mean(returns) >= 475, returns
 
 

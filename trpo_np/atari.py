@@ -14,13 +14,10 @@ gymnasium's AtariPreprocessing (noop starts, frame skip, max-pool, gray, resize)
 FrameStackObservation do most of this; the wrappers here add the rest:
 
 - ChannelsLast: FrameStackObservation gives (stack, H, W); the agent gets (H, W, stack).
-- GameScore: the learning reward is sign(r); info["raw_reward"] = r every step, and
-  info["episode_score"] (sum of raw rewards over the whole game) and info["episode_length"]
-  (agent steps) on the step where the game ends (terminated or truncated).
+- ClipReward: the learning reward is sign(r); info["raw_reward"] = r every step.
 - EpisodicLife (terminal_on_life_loss=True): a lost life ends the learning episode
   (terminated=True) but not the game: the following reset() only starts a new learning
-  episode from the current frame, unless the game is over. So episode_score still sums the
-  whole game. (AtariPreprocessing's own flag would restart the game at every lost life.)
+  episode from the current frame, unless the game is over. (AtariPreprocessing's own flag would restart the game at every lost life.)
 - StickyActions (sticky_actions=p > 0): each raw frame repeats the previous frame's action
   with probability p (Machado et al. 2018, Sec. 5). ALE has this built in, but its
   cloneState(include_rng=True) does not save the previous action, so a restored emulator does
@@ -90,8 +87,7 @@ def make_atari_env(
 ) -> gym.Env:
     """Atari env whose observations are (frame_size, frame_size, stack) uint8, newest frame last.
 
-    Rewards are sign(r) when clip_rewards (raw r in info["raw_reward"]); the step that ends a game
-    has info["episode_score"] and info["episode_length"]. max_episode_steps counts agent steps
+    Rewards are sign(r) when clip_rewards (raw r in info["raw_reward"]). max_episode_steps counts agent steps
     (None: no limit at all). Raises ValueError for an id that ale-py does not provide.
     Safe as a factory for gymnasium.vector.SyncVectorEnv / AsyncVectorEnv.
     """
@@ -111,7 +107,7 @@ def make_atari_env(
                              screen_size=frame_size, terminal_on_life_loss=False)
     if max_episode_steps is not None:
         env = TimeLimit(env, max_episode_steps)
-    env = GameScore(env, clip_rewards)
+    env = ClipReward(env, clip_rewards)
     if terminal_on_life_loss:
         env = EpisodicLife(env)
     env = FrameStackObservation(env, stack)   # pads with the reset frame
@@ -169,35 +165,19 @@ class StickyActions(gym.Wrapper):
         self.rng.bit_generator.state = copy.deepcopy(rng_state)
 
 
-class GameScore(gym.Wrapper):
-    """Learning reward sign(r) (or r); raw reward and the whole game's raw score in info."""
+class ClipReward(gym.Wrapper):
+    """Learning reward sign(r) (or r); the raw reward in info["raw_reward"]."""
 
     def __init__(self, env: gym.Env, clip_rewards: bool):
         super().__init__(env)
         self.clip_rewards = clip_rewards
-        self.score, self.length = 0.0, 0
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self.score, self.length = 0.0, 0
-        return self.env.reset(seed=seed, options=options)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self.score += reward
-        self.length += 1
         info["raw_reward"] = reward
-        if terminated or truncated:  # the game ends here (life losses are signalled outside)
-            info["episode_score"] = self.score
-            info["episode_length"] = self.length
         if self.clip_rewards:
             reward = float(np.sign(reward))  # Mnih et al. 2015: clip rewards to {-1, 0, 1}
         return obs, reward, terminated, truncated, info
-
-    def save(self):
-        return self.score, self.length
-
-    def restore(self, saved) -> None:
-        self.score, self.length = saved
 
 
 class EpisodicLife(gym.Wrapper):
@@ -295,7 +275,7 @@ def _wrappers(env: gym.Env) -> list[gym.Wrapper]:
 
 
 def _save_wrapper(w: gym.Wrapper):
-    if isinstance(w, (StickyActions, GameScore, EpisodicLife)):
+    if isinstance(w, (StickyActions, EpisodicLife)):
         return w.save()
     if isinstance(w, AtariPreprocessing):  # obs_buffer holds the frames of the last step
         return [buf.copy() for buf in w.obs_buffer], w.lives, w.game_over
@@ -305,11 +285,11 @@ def _save_wrapper(w: gym.Wrapper):
         return w._elapsed_steps
     if isinstance(w, OrderEnforcing):
         return w._has_reset
-    return None  # ChannelsLast, PassiveEnvChecker: nothing that changes the future
+    return None  # ChannelsLast, ClipReward, PassiveEnvChecker: nothing that changes the future
 
 
 def _restore_wrapper(w: gym.Wrapper, saved) -> None:
-    if isinstance(w, (StickyActions, GameScore, EpisodicLife)):
+    if isinstance(w, (StickyActions, EpisodicLife)):
         w.restore(saved)
     elif isinstance(w, AtariPreprocessing):
         buffers, w.lives, w.game_over = saved

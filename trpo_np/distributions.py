@@ -1,14 +1,19 @@
 """Action distributions: log-likelihood, entropy, KL, their derivatives, and the Fisher metric.
 
-A distribution is described by its parameters ``p`` (a tuple of arrays, output by the policy
-network); each class gives closed forms for
+A distribution is described by its parameters ``p`` for a batch of states: a small named tuple
+(:class:`GaussianParams`, :class:`CategoricalParams`) that knows which of its fields hold one row
+per state and which are shared by all states (the Gaussian log-std). Each class gives closed forms for
 
-- ``logp(p, a)`` and ``dlogp(p, a, w)``: log π(a|s) and the cotangent ``Σ_n w_n ∂logπ_n/∂p``,
-- ``kl(p_old, p)`` = KL(π_old ‖ π) per state, and ``dkl(p_old, p)``, its derivative in ``p``,
-- ``entropy(p)``, ``sample(p, rng)``, ``mode(p)``,
+- ``logp(p, a)`` and ``dlogp(p, a, w)``: log π(a|s) and the cotangent of ``Σ_n w_n log π_n``,
+- ``kl(p_old, p)`` = KL(π_old ‖ π) per state, and ``dkl(p_old, p, w)``, its derivative in ``p``,
+- ``entropy(p)``, ``sample_logp(p, rng)``, ``mode(p)``,
 - ``fisher(p, u) = M u``: the Hessian of ``kl(p_old, ·)`` at ``p = p_old`` times a tangent ``u``.
   This is the Fisher information of the distribution in its own parameters; with the network
   Jacobian J it gives the policy's Fisher matrix F = (1/N) Σ_n J_nᵀ M_n J_n (paper App. C).
+
+Tangents ``u`` and cotangents (``dlogp``, ``dkl``, ``fisher``) have one row per state in every
+field, the shared log-std too: a distribution works state by state, and the policy, which knows
+that ℓ is one parameter shared by all states, sums its rows (:meth:`trpo_np.policy.Policy.vjp`).
 
 Diagonal Gaussian, p = (mean m: (n, a), log-std ℓ: (a,)) with a state-independent log-std, as
 in the paper's continuous-control policy (Sec. 8.1): ``M [u_m; u_ℓ] = [u_m / σ²; 2 u_ℓ]``.
@@ -22,17 +27,53 @@ References:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
+
+
+class GaussianParams(NamedTuple):
+    """Diagonal Gaussian parameters of n states: per-state means, one log-std for all states."""
+
+    mean_na: np.ndarray    # (n, a), one row per state
+    logstd_a: np.ndarray   # (a,), shared
+
+    def rows(self, sl) -> "GaussianParams":
+        return GaussianParams(self.mean_na[sl], self.logstd_a)
+
+    @staticmethod
+    def join(parts: list) -> "GaussianParams":
+        return GaussianParams(np.concatenate([p.mean_na for p in parts]), parts[0].logstd_a)
+
+
+class CategoricalParams(NamedTuple):
+    """Categorical parameters of n states: logits, one row per state."""
+
+    logits_nk: np.ndarray  # (n, k)
+
+    def rows(self, sl) -> "CategoricalParams":
+        return CategoricalParams(self.logits_nk[sl])
+
+    @staticmethod
+    def join(parts: list) -> "CategoricalParams":
+        return CategoricalParams(np.concatenate([p.logits_nk for p in parts]))
 
 
 class DiagGaussian:
     """π(a|s) = N(a; m(s), diag(σ²)), σ = exp(ℓ), ℓ a free parameter vector of size ``dim``."""
 
-    discrete = False
-
     def __init__(self, dim: int):
         self.dim = int(dim)
+        self.net_outputs = self.dim   # the network outputs the mean
+        self.shared_size = self.dim   # θ also holds ℓ, shared by all states (initialized to 0: σ = 1)
+
+    def params(self, mean_na: np.ndarray, logstd_a: np.ndarray) -> GaussianParams:
+        """Parameters from the network's output and θ's shared part (copied: p is a snapshot)."""
+        return GaussianParams(mean_na, logstd_a.copy())
+
+    def tangent(self, rmean_na: np.ndarray, rlogstd_a: np.ndarray) -> GaussianParams:
+        """A tangent with one row per state: the shared ℓ's direction repeated for every state."""
+        return GaussianParams(rmean_na, np.broadcast_to(rlogstd_a, rmean_na.shape))
 
     def logp(self, p, a):
         m, logstd = p
@@ -40,12 +81,11 @@ class DiagGaussian:
         return -0.5 * np.sum(z * z, axis=1) - np.sum(logstd) - 0.5 * self.dim * math.log(2 * math.pi)
 
     def dlogp(self, p, a, w):
-        """Cotangents (dm: (n, a), dℓ: (a,)) of Σ_n w_n log π(a_n | s_n)."""
+        """Cotangents (dm: (n, a), dℓ: (n, a)) of Σ_n w_n log π(a_n | s_n)."""
         m, logstd = p
         z = (a - m) * np.exp(-logstd)
         dm = w[:, None] * z * np.exp(-logstd)  # ∂/∂m = (a − m) / σ²
-        dlogstd = np.sum(w[:, None] * (z * z - 1.0), axis=0)  # ∂/∂ℓ = z² − 1
-        return dm, dlogstd
+        return GaussianParams(dm, w[:, None] * (z * z - 1.0))  # ∂/∂ℓ = z² − 1
 
     def kl(self, p_old, p):
         """KL(N_old ‖ N) per state: Σ_i ℓ_i − ℓ_old,i + (σ_old² + (m_old − m)²) / (2σ²) − 1/2."""
@@ -60,8 +100,7 @@ class DiagGaussian:
         m1, l1 = p
         inv_var1 = np.exp(-2 * l1)
         dm = w[:, None] * (m1 - m0) * inv_var1
-        dl = np.sum(w[:, None] * (1.0 - (np.exp(2 * l0) + (m0 - m1) ** 2) * inv_var1), axis=0)
-        return dm, dl
+        return GaussianParams(dm, w[:, None] * (1.0 - (np.exp(2 * l0) + (m0 - m1) ** 2) * inv_var1))
 
     def entropy(self, p):
         m, logstd = p
@@ -69,13 +108,11 @@ class DiagGaussian:
         return np.full(m.shape[0], h, dtype=m.dtype)
 
     def fisher(self, p, u):
-        """M u at p: ``[u_m / σ²; 2 u_ℓ]`` with u_m: (n, a), u_ℓ: (n, a) or (a,)."""
+        """M u at p: ``[u_m / σ²; 2 u_ℓ]`` with u_m, u_ℓ: (n, a). The ℓ block of M is 2I at every
+        state, whatever the mean: so the log-std block of F (the mean over states) is exactly 2I."""
         _, logstd = p
         um, ul = u
-        return um * np.exp(-2 * logstd), 2.0 * ul
-
-    def sample(self, p, rng: np.random.Generator):
-        return self.sample_logp(p, rng)[0]
+        return GaussianParams(um * np.exp(-2 * logstd), 2.0 * ul)
 
     def noise(self, rng: np.random.Generator, shape: tuple) -> np.ndarray:
         """The random numbers of ``shape`` draws: standard normals ε, shape + (dim,)."""
@@ -101,10 +138,17 @@ class DiagGaussian:
 class Categorical:
     """π(a|s) = softmax(z(s))_a over ``n`` actions; parameters p = (logits z: (n, k),)."""
 
-    discrete = True
+    shared_size = 0  # no parameters beyond the network's
 
     def __init__(self, n: int):
         self.n = int(n)
+        self.net_outputs = self.n  # the network outputs the logits
+
+    def params(self, logits_nk: np.ndarray, shared: np.ndarray) -> CategoricalParams:
+        return CategoricalParams(logits_nk)
+
+    def tangent(self, rlogits_nk: np.ndarray, rshared: np.ndarray) -> CategoricalParams:
+        return CategoricalParams(rlogits_nk)
 
     @staticmethod
     def log_softmax(z):
@@ -121,7 +165,7 @@ class Categorical:
         """∂ log π_a / ∂z = onehot(a) − π, weighted by w_n."""
         d = -self.probs(p)
         d[np.arange(d.shape[0]), a.astype(np.intp)] += 1.0
-        return (w[:, None] * d,)
+        return CategoricalParams(w[:, None] * d)
 
     def kl(self, p_old, p):
         lp0, lp1 = self.log_softmax(p_old[0]), self.log_softmax(p[0])
@@ -129,7 +173,7 @@ class Categorical:
 
     def dkl(self, p_old, p, w):
         """∂/∂z KL(π_old ‖ softmax(z)) = π − π_old."""
-        return (w[:, None] * (self.probs(p) - self.probs(p_old)),)
+        return CategoricalParams(w[:, None] * (self.probs(p) - self.probs(p_old)))
 
     def entropy(self, p):
         lp = self.log_softmax(p[0])
@@ -139,10 +183,7 @@ class Categorical:
         """M u = π ⊙ u − π (πᵀ u): the Hessian of the KL in the logits."""
         pi = self.probs(p)
         (uz,) = u
-        return (pi * uz - pi * np.sum(pi * uz, axis=1, keepdims=True),)
-
-    def sample(self, p, rng: np.random.Generator):
-        return self.sample_logp(p, rng)[0]
+        return CategoricalParams(pi * uz - pi * np.sum(pi * uz, axis=1, keepdims=True))
 
     def noise(self, rng: np.random.Generator, shape: tuple) -> np.ndarray:
         """The random numbers of ``shape`` draws: uniforms u in [0, 1)."""

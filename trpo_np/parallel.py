@@ -8,8 +8,7 @@ A step-by-step exchange (actions out, observations back, the policy evaluated in
 for all copies) came first: a pipe round trip cost 60-140 µs on the 2-core machine, about a
 Hopper-v4 step, and it trained Hopper at 4,591 steps/s against 6,412 in one process (commit
 cb6f75c, bench/results/throughput-4envs.md). Here every process evaluates the policy for its own
-copies, and the value fit, which the TRPO step does not need, runs in the first worker
-meanwhile (:meth:`ParallelSampler.start_value_fit`).
+copies.
 
 Seeding: copy i is seeded with seed + i, and the action noise is drawn in the main process, all
 copies at once, as the one-process sampler draws it step by step, so both give each copy the
@@ -31,8 +30,9 @@ import traceback
 
 import numpy as np
 
-from .envs import RewardScaler, make_vector_env
-from .samplers import Batch, SinglePathSampler
+from .envs import VectorEnv
+from .normalize import RewardScaler
+from .samplers import Paths, SinglePathBatch, SinglePathSampler
 
 
 def split(num_envs: int, processes: int) -> list[tuple[int, int]]:
@@ -52,8 +52,8 @@ def _block_scaler(scaler: RewardScaler | None, a: int, b: int) -> RewardScaler |
     return s
 
 
-def _block_result(batch: Batch, scaler: RewardScaler | None):
-    """A block's batch with its copies' running returns and the returns recorded while sampling
+def _block_result(batch: Paths, scaler: RewardScaler | None):
+    """A block's paths with its copies' running returns and the returns recorded while sampling
     (T, copies), which the block's scaler then forgets."""
     if scaler is None:
         return batch, None, None
@@ -61,25 +61,14 @@ def _block_result(batch: Batch, scaler: RewardScaler | None):
     return batch, scaler.ret, seen
 
 
-def _fit_state(vf, rng: np.random.Generator):
-    """What the value fit changes: θ, the Adam state and the shuffling generator's state."""
-    return vf.net.theta, vf.adam.state(), rng.bit_generator.state
-
-
-def _set_fit_state(vf, rng: np.random.Generator, theta, adam_state, rng_state) -> None:
-    vf.net.theta[:] = theta
-    vf.adam.load(adam_state)
-    rng.bit_generator.state = rng_state
-
-
-def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, scaler, vf) -> None:
+def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, scaler) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     for c in inherited:  # the main process's pipe ends: closed here, so that its exit reads as EOF
         c.close()
     sampler = None
     try:
         try:
-            sampler = SinglePathSampler(make_vector_env(env_id, b - a, **env_kwargs), policy, None, seed + a,
+            sampler = SinglePathSampler(VectorEnv(env_id, b - a, **env_kwargs), policy, None, seed + a,
                                         obs_rms, scaler)
             reply = ("ok", None)
         except BaseException as e:
@@ -91,9 +80,6 @@ def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, sc
             cmd, data = conn.recv()
             if cmd == "close":
                 break
-            if cmd == "fit":
-                reply = _fit_value(vf, *data)
-                continue
             try:
                 theta, obs_stats, ret_var, noise_te = data
                 policy.theta[:] = theta
@@ -101,7 +87,7 @@ def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, sc
                     obs_rms.mean, obs_rms.var = obs_stats
                 if scaler is not None:
                     scaler.rms.var = ret_var
-                reply = ("ok", _block_result(sampler.sample(len(noise_te) * (b - a), noise_te=noise_te), scaler))
+                reply = ("ok", _block_result(sampler.paths(len(noise_te) * (b - a), noise_te=noise_te), scaler))
             except BaseException as e:
                 reply = _error(e)
     except (EOFError, OSError):  # the pipe: the main process is gone or closing
@@ -110,18 +96,6 @@ def _worker(conn, inherited, env_id, env_kwargs, a, b, seed, policy, obs_rms, sc
         if sampler is not None:
             sampler.close()
         conn.close()
-
-
-def _fit_value(vf, state, obs, target):
-    """The value fit of :meth:`trpo_np.value.ValueFunction.fit` from the main process's
-    :func:`_fit_state`; replies with the new state and the fit's stats."""
-    try:
-        rng = np.random.default_rng()
-        _set_fit_state(vf, rng, *state)
-        stats = vf.fit(obs, target, rng)
-        return "ok", (_fit_state(vf, rng), stats)
-    except BaseException as e:
-        return _error(e)
 
 
 def _error(e: BaseException):
@@ -144,7 +118,7 @@ class ParallelSampler:
     returns seen, as with one process."""
 
     def __init__(self, env_id: str, num_envs: int, processes: int, policy, rng: np.random.Generator, seed: int,
-                 obs_rms=None, reward_scaler: RewardScaler | None = None, env_kwargs: dict | None = None, vf=None):
+                 obs_rms=None, reward_scaler: RewardScaler | None = None, env_kwargs: dict | None = None):
         self.blocks = split(num_envs, processes)
         self.num_envs, self.policy, self.rng = num_envs, policy, rng
         self.obs_rms, self.reward_scaler = obs_rms, reward_scaler
@@ -156,13 +130,13 @@ class ParallelSampler:
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_worker, daemon=True,
                                    args=(child, list(self.conns) + [parent], env_id, env_kwargs, a, b, seed, policy,
-                                         obs_rms, _block_scaler(reward_scaler, a, b), vf))
+                                         obs_rms, _block_scaler(reward_scaler, a, b)))
                 proc.start()
                 child.close()
                 self.procs.append(proc)
                 self.conns.append(parent)
             a, b = self.blocks[0]
-            self.local = SinglePathSampler(make_vector_env(env_id, b - a, **env_kwargs), policy, None, seed + a,
+            self.local = SinglePathSampler(VectorEnv(env_id, b - a, **env_kwargs), policy, None, seed + a,
                                            obs_rms, _block_scaler(reward_scaler, a, b))
             self._receive()  # the workers' envs are built
         except BaseException:
@@ -185,7 +159,7 @@ class ParallelSampler:
             out.append(data)
         return out
 
-    def sample(self, steps: int) -> Batch:
+    def sample(self, steps: int) -> SinglePathBatch:
         """About ``steps`` env steps (rounded up to a multiple of num_envs)."""
         T = -(-steps // self.num_envs)
         # the random numbers the single-process sampler would draw step by step, in that order
@@ -195,28 +169,12 @@ class ParallelSampler:
         for conn, (a, b) in zip(self.conns, self.blocks[1:]):
             conn.send(("sample", (self.policy.theta, obs_stats, ret_var, noise_te[:, a:b])))
         a, b = self.blocks[0]
-        local = self.local.sample(T * (b - a), noise_te=noise_te[:, a:b])
+        local = self.local.paths(T * (b - a), noise_te=noise_te[:, a:b])
         parts = [_block_result(local, self.local.reward_scaler)] + self._receive()
         if self.reward_scaler is not None:
             self.reward_scaler.ret = np.concatenate([ret for _, ret, _ in parts])
             self.reward_scaler.seen.append(np.concatenate([seen for _, _, seen in parts], axis=1).reshape(-1))
-        return join_batches([p[0] for p in parts], [a for a, _ in self.blocks])
-
-    # -- the value fit beside the TRPO step ------------------------------------------------------
-    def start_value_fit(self, vf, obs, target, rng: np.random.Generator) -> bool:
-        """Start ``vf.fit(obs, target, rng)`` in the first worker, which is idle while this process
-        takes the TRPO step; :meth:`finish_value_fit` waits for it and puts the fitted θ, the Adam
-        state and the generator's state in ``vf`` and ``rng``: the same fit as in this process.
-        False (nothing started) when there is no worker."""
-        if not self.conns:
-            return False
-        self.conns[0].send(("fit", (_fit_state(vf, rng), obs, target)))
-        return True
-
-    def finish_value_fit(self, vf, rng: np.random.Generator) -> dict:
-        state, stats = self._receive(self.conns[:1])[0]
-        _set_fit_state(vf, rng, *state)
-        return stats
+        return SinglePathBatch(join_paths([p[0] for p in parts], [a for a, _ in self.blocks]))
 
     def close(self) -> None:
         for conn in self.conns:
@@ -243,7 +201,7 @@ class ParallelSampler:
             self.local = None
 
 
-def join_batches(parts: list[Batch], starts: list[int]) -> Batch:
+def join_paths(parts: list[Paths], starts: list[int]) -> Paths:
     """One (T, E) batch from blocks of copies: block k holds copies starts[k], starts[k] + 1, ..."""
     def cat(name, axis=1):
         return np.concatenate([getattr(p, name) for p in parts], axis=axis)
@@ -255,6 +213,6 @@ def join_batches(parts: list[Batch], starts: list[int]) -> Batch:
         raw = raw.reshape((-1,) + raw.shape[2:])
     final_idx = (np.concatenate([p.final_idx[0] for p in parts]),
                  np.concatenate([p.final_idx[1] + s for p, s in zip(parts, starts)]))
-    return Batch(cat("obs_te"), cat("act_te"), cat("logp_te"), cat("rew_te"), cat("terminated_te"),
+    return Paths(cat("obs_te"), cat("act_te"), cat("logp_te"), cat("rew_te"), cat("terminated_te"),
                  cat("truncated_te"), cat("last_obs_e", 0), cat("final_obs", 0), final_idx, raw,
                  [ep for p in parts for ep in p.episodes])

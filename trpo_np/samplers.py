@@ -9,6 +9,12 @@ value of the final observation is used to bootstrap (see :func:`trpo_np.value.ga
 env resets finished copies in the same step and puts the final observation in
 ``info["final_obs"]``.
 
+Every sampler returns a batch with the same interface for the update: ``batch.paths`` (the
+trajectories of π_old, in (time, env) layout: the value fit, the normalizers and the episode
+statistics read them), ``batch.surrogate(adv_n)`` (what the TRPO step optimizes, given GAE
+advantages of the paths) and ``batch.branch_steps`` (env steps spent beside the paths: the
+vine's branches, 0 here).
+
 References:
     Schulman et al. (2015), Trust Region Policy Optimization, arXiv 1502.05477, Sec. 5.1.
 """
@@ -20,12 +26,13 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from .envs import RewardScaler, RunningMeanStd
-from .policy import Policy
+from .envs import VectorEnv
+from .normalize import RewardScaler, RunningMeanStd
+from .policy import Policy, Surrogate, single_path_objective
 
 
 @dataclass
-class Batch:
+class Paths:
     """Transitions in (time, env) layout, observations already normalized for the networks."""
 
     obs_te: np.ndarray          # (T, E) + obs_shape
@@ -39,16 +46,36 @@ class Batch:
     final_idx: tuple            # (t_m, e_m) of those truncations
     raw_obs: np.ndarray | None  # (T·E, obs_dim) raw observations for the normalizer, or None
     episodes: list = field(default_factory=list)  # (return, length) of episodes that ended
+    reward_scale: float | None = None  # rewards were multiplied by this (None: V is not rescaled)
 
     @property
     def steps(self) -> int:
         return self.rew_te.size
 
+    def flat(self, x_te: np.ndarray) -> np.ndarray:
+        """(T, E, ...) -> (T·E, ...), row t·E + e."""
+        return x_te.reshape((-1,) + x_te.shape[2:])
+
+
+@dataclass
+class SinglePathBatch:
+    """Single path (Sec. 5.1): every visited (s_n, a_n) enters the surrogate with its advantage."""
+
+    paths: Paths
+    branch_steps: int = 0
+
+    def surrogate(self, adv_n: np.ndarray) -> Surrogate:
+        """Eq. (14) with q = π_old over all steps, advantages standardized over the batch."""
+        adv_n = (adv_n - adv_n.mean()) / (adv_n.std() + 1e-8)
+        obs_n = self.paths.flat(self.paths.obs_te)
+        objective = single_path_objective(self.paths.logp_te.reshape(-1), adv_n)
+        return Surrogate(obs_n, self.paths.flat(self.paths.act_te), objective, kl_obs=obs_n)
+
 
 class SinglePathSampler:
     """Keeps the vector env running across iterations (episodes continue over batch borders)."""
 
-    def __init__(self, venv: gym.vector.VectorEnv, policy: Policy, rng: np.random.Generator,
+    def __init__(self, venv: VectorEnv, policy: Policy, rng: np.random.Generator,
                  seed: int, obs_rms: RunningMeanStd | None = None, reward_scaler: RewardScaler | None = None):
         self.venv, self.policy, self.rng = venv, policy, rng
         self.obs_rms, self.reward_scaler = obs_rms, reward_scaler
@@ -67,7 +94,10 @@ class SinglePathSampler:
             return obs
         return self.obs_rms.normalize(obs, self.policy.dtype)
 
-    def sample(self, steps: int, on_step=None, noise_te: np.ndarray | None = None) -> Batch:
+    def sample(self, steps: int) -> SinglePathBatch:
+        return SinglePathBatch(self.paths(steps))
+
+    def paths(self, steps: int, on_step=None, noise_te: np.ndarray | None = None) -> Paths:
         """About ``steps`` env steps (rounded up to a multiple of num_envs). ``on_step(t, obs_n)``,
         if given, is called before the policy acts at step t (the vine sampler saves simulator
         states there). The action noise is drawn from the sampler's generator step by step, or
@@ -97,7 +127,7 @@ class SinglePathSampler:
             env_act = np.clip(act, *self.clip) if self.clip is not None else act
             self.obs, rew, term, trunc, info = self.venv.step(env_act)
             done = term | trunc
-            self.ep_ret += info["raw_reward"] if "raw_reward" in info else rew
+            self.ep_ret += info["raw_reward"]
             self.ep_len += 1
             if self.reward_scaler is not None:
                 rew = self.reward_scaler(rew, done)
@@ -114,6 +144,6 @@ class SinglePathSampler:
             obs_n = self.normalize(self.obs)
         final = (self.normalize(np.stack(final_obs)) if final_obs
                  else np.zeros((0,) + obs_n.shape[1:], dtype=obs_n.dtype))
-        return Batch(obs_te, act_te, logp_te, rew_te, term_te, trunc_te, obs_n, final,
+        return Paths(obs_te, act_te, logp_te, rew_te, term_te, trunc_te, obs_n, final,
                      (np.array(final_t, dtype=np.intp), np.array(final_e, dtype=np.intp)),
                      None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes)

@@ -12,6 +12,11 @@ does not: V(s_{t+1}) is then the value of the final observation, and only the re
 The value function is an MLP (or CNN for images) fitted each iteration by minimizing the mean
 squared error to the λ-returns with Adam on shuffled minibatches for a fixed number of epochs.
 
+Reward unit: with reward scaling, a batch's rewards are multiplied by a scale frozen for that
+batch, and the scale moves between batches. V remembers the scale of the targets it was last
+fitted to (``unit``); :meth:`ValueFunction.rescale` converts its predictions to another batch's
+unit, so GAE and the vine's bootstrap use V in the rewards' current unit.
+
 References:
     Schulman et al. (2016), High-dimensional continuous control using generalized advantage
     estimation, arXiv 1506.02438.
@@ -45,21 +50,20 @@ def gae(rew_te, val_te, next_val_te, terminated_te, done_te, gamma: float, lam: 
     return adv_te, adv_te + val_te
 
 
-def batch_gae(vf, batch, gamma: float, lam: float, rescale: float = 1.0):
-    """GAE over a single-path :class:`~trpo_np.samplers.Batch` with value function ``vf``
-    (predictions multiplied by ``rescale``). V is evaluated once for all states, the states
-    after the batch and the final observations of truncated episodes (which bootstrap).
-    Returns (adv_te, ret_te, val_te)."""
-    T, E = batch.rew_te.shape
-    obs = batch.obs_te.reshape((T * E,) + batch.obs_te.shape[2:])
-    v_all = rescale * vf.predict(np.concatenate([obs, batch.last_obs_e, batch.final_obs]))
+def paths_gae(vf, paths, gamma: float, lam: float):
+    """GAE over :class:`~trpo_np.samplers.Paths` with value function ``vf``, in the paths'
+    reward unit. V is evaluated once for all states, the states after the batch and the final
+    observations of truncated episodes (which bootstrap). Returns (adv_te, ret_te, val_te)."""
+    T, E = paths.rew_te.shape
+    obs = paths.flat(paths.obs_te)
+    v_all = vf.rescale(paths.reward_scale) * vf.predict(np.concatenate([obs, paths.last_obs_e, paths.final_obs]))
     val_te = v_all[:T * E].reshape(T, E)
     next_val_te = np.empty_like(val_te)
     next_val_te[:-1] = val_te[1:]
     next_val_te[-1] = v_all[T * E:T * E + E]
-    next_val_te[batch.final_idx] = v_all[T * E + E:]  # V(final obs) bootstraps truncations
-    done_te = batch.terminated_te | batch.truncated_te
-    adv_te, ret_te = gae(batch.rew_te, val_te, next_val_te, batch.terminated_te, done_te, gamma, lam)
+    next_val_te[paths.final_idx] = v_all[T * E + E:]  # V(final obs) bootstraps truncations
+    done_te = paths.terminated_te | paths.truncated_te
+    adv_te, ret_te = gae(paths.rew_te, val_te, next_val_te, paths.terminated_te, done_te, gamma, lam)
     return adv_te, ret_te, val_te
 
 
@@ -78,6 +82,11 @@ class ValueFunction:
             raise ValueError(f"value network must output (1,), got {net.out_shape}")
         self.net, self.epochs, self.minibatch, self.obs_scale = net, int(epochs), int(minibatch), obs_scale
         self.adam = Adam(net.size, lr=lr, dtype=net.dtype)
+        self.unit = None  # reward scale of the targets of the last fit (None: unscaled or not fitted)
+
+    def rescale(self, unit: float | None) -> float:
+        """Factor that converts V's predictions to rewards scaled by ``unit``."""
+        return 1.0 if unit is None or self.unit is None else unit / self.unit
 
     def _x(self, obs):
         x = obs.astype(self.net.dtype, copy=False)
@@ -88,9 +97,11 @@ class ValueFunction:
         out = [self.net(self._x(obs[i:i + chunk]))[:, 0] for i in range(0, len(obs), chunk)]
         return np.concatenate(out) if out else np.zeros(0, dtype=self.net.dtype)
 
-    def fit(self, obs, target_n, rng: np.random.Generator) -> dict:
-        """Minimize mean (V(s) − target)² by Adam over shuffled minibatches. Returns the mean
-        minibatch loss of the last epoch (no extra pass over the data)."""
+    def fit(self, obs, target_n, rng: np.random.Generator, unit: float | None = None) -> dict:
+        """Minimize mean (V(s) − target)² by Adam over shuffled minibatches; the targets are in
+        reward unit ``unit``. Returns the mean minibatch loss of the last epoch (no extra pass
+        over the data)."""
+        self.unit = unit
         n = len(obs)
         target_n = target_n.astype(self.net.dtype, copy=False)
         grad = np.zeros(self.net.size, dtype=self.net.dtype)

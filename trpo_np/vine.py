@@ -19,8 +19,8 @@ One iteration:
    inverse CDF of a categorical): the branches differ only through a_nk. So the noise of
    Q̂(s, a) − Q̂(s, a') is much smaller than that of two independent estimates.
 4. *Estimate*:  Q̂_nk = Σ_{t<τ} γ^t r_t + [not terminated] γ^τ V(s_τ),
-   with τ = T, or the step of a time-limit truncation. The bootstrap term (on by default;
-   ``bootstrap=False`` gives the plain T-step return the paper uses) makes Q̂ an estimate of
+   with τ = T, or the step of a time-limit truncation. The bootstrap term (the paper uses the
+   plain T-step return; ``rollout_branches(vf=None)`` gives it) makes Q̂ an estimate of
    Q^π(s, a) when V = V^π; with V ≠ V^π its error is shared by branches that end in similar
    states, and common random numbers keep them close.
 
@@ -35,22 +35,21 @@ Surrogates over the pairs (s_n, a_nk), flattened row-major (n, k) -> n·K + k:
   leave-the-mean-out score-function estimate).
 
 The mean KL and the Fisher-vector product are taken over the N rollout-set states; the step is
-the same CG + line search as single path (:func:`trpo_np.optim.trpo_step`). The value function
-is fitted on the trunk to GAE(γ, λ) λ-returns, exactly as in single path.
+the trainer's, the same as for single path. The trunk is the batch's ``paths``: the value
+function is fitted on it to GAE(γ, λ) λ-returns, exactly as in single path.
 
-Rewards: with ``cfg.scale_reward`` the trunk feeds the trainer's return-std scaler
-(:class:`trpo_np.envs.RewardScaler`; the trainer folds the batch into it afterwards), and every
-reward of the batch, trunk and branches alike, is divided by the scale frozen at the start of
-the batch, so Q̂, the λ-returns and V share one unit inside a batch (V's predictions are
-rescaled by new scale / scale V was fitted in when the scale moves between batches).
-Without it, raw (Atari: clipped) rewards are used.
+Rewards: with a reward scaler (:class:`trpo_np.normalize.RewardScaler`) the trunk feeds it
+(the trainer folds the batch into it afterwards), and every reward of the batch, trunk and
+branches alike, is multiplied by the scale frozen at the start of the batch, so Q̂, the
+λ-returns and V share one unit inside a batch (V's predictions are converted to it by
+:meth:`trpo_np.value.ValueFunction.rescale`). Without it, raw (Atari: clipped) rewards are used.
 
 Env-step budget: ``sample(steps)`` spends ``steps`` env steps in all: the branches take at most
 N·K·T (less when branches terminate early), the trunk the rest, but at least
 ``max(2N, MIN_TRUNK_STEPS)`` steps, rounded up to a multiple of ``num_envs``. Branch steps are
 reported separately (``batch.branch_steps``) and count toward the run's total.
 
-Simulator state: :func:`trpo_np.envs.get_state` / :func:`trpo_np.envs.set_state` (MuJoCo,
+Simulator state: :func:`trpo_np.simstate.get_state` / :func:`trpo_np.simstate.set_state` (MuJoCo,
 Atari, classic control, or an env with its own ``get_state``/``set_state``).
 
 References:
@@ -66,11 +65,12 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from . import envs as envs_mod
-from .optim import trpo_step
-from .policy import Policy, TRPOBatch
-from .samplers import Batch, SinglePathSampler
-from .value import batch_gae, explained_variance
+from . import simstate
+from .envs import VectorEnv, is_image_space
+from .normalize import RewardScaler, RunningMeanStd
+from .policy import Policy, Surrogate
+from .samplers import Paths, SinglePathSampler
+from .value import ValueFunction
 
 MIN_TRUNK_STEPS = 512     # the trunk also feeds the value fit: never less than this per batch
 MAX_BRANCH_ENVS = 128     # branch env copies stepped in lockstep (vector observations)
@@ -92,11 +92,11 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
     Returns (q_b: (B,) float64, env steps taken).
     """
     B = len(act_b)
-    kind = kind or envs_mod.check_state_support(envs[0])
+    kind = kind or simstate.check_state_support(envs[0])
     space = envs[0].action_space
     clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
     for b in range(B):
-        envs_mod.set_state(envs[b], states_b[b], kind)
+        simstate.set_state(envs[b], states_b[b], kind)
     q_b = np.zeros(B)
     alive = np.ones(B, dtype=bool)
     obs_b = np.zeros((B,) + envs[0].observation_space.shape, dtype=envs[0].observation_space.dtype)
@@ -133,13 +133,13 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
 
 
 # -- surrogates ---------------------------------------------------------------------------------
-def vine_discrete_objective(q_nk: np.ndarray, baseline_n: np.ndarray | None = None):
+def vine_discrete_objective(q_nk: np.ndarray):
     """Eq. (15) over enumerated actions: L = (1/N) Σ_n Σ_k π_θ(a_k|s_n) (Q̂_nk − b_n).
 
-    q_nk: (N, K) with a_k the k-th action of the action space; b_n = mean_k Q̂_nk unless given
-    (e.g. V(s_n)). Returns Φ(logp) -> (L, ∂L/∂logp) over logp: (N·K,) row-major."""
+    q_nk: (N, K) with a_k the k-th action of the action space; b_n = mean_k Q̂_nk.
+    Returns Φ(logp) -> (L, ∂L/∂logp) over logp: (N·K,) row-major."""
     N, K = q_nk.shape
-    adv_nk = q_nk - (q_nk.mean(axis=1, keepdims=True) if baseline_n is None else baseline_n[:, None])
+    adv_nk = q_nk - q_nk.mean(axis=1, keepdims=True)
 
     def objective(logp):
         pi_nk = np.exp(logp.reshape(N, K))
@@ -171,71 +171,59 @@ def vine_continuous_objective(logq_nk: np.ndarray, q_nk: np.ndarray):
 # -- the sampler --------------------------------------------------------------------------------
 @dataclass
 class VineBatch:
-    """A trunk (single-path layout, for the value fit) plus the rollout set and its Q̂."""
+    """A trunk (the paths, for the value fit) plus the rollout set and its Q̂."""
 
-    trunk: Batch
+    paths: Paths
     obs_n: np.ndarray       # (N,) + obs_shape: rollout-set states, normalized
     act_nk: np.ndarray      # (N, K) or (N, K, dim): the actions branched on
     logq_nk: np.ndarray     # (N, K): log-density they were drawn with (0 when enumerated)
     q_nk: np.ndarray        # (N, K): Q̂(s_n, a_nk) in the batch's reward unit
     enumerated: bool        # actions are all of a discrete space (eq. 15), else sampled (eq. 16)
     branch_steps: int
-    reward_scale: float     # rewards were multiplied by this (1 without reward scaling)
 
-    @property
-    def steps(self) -> int:
-        return self.trunk.steps
-
-    @property
-    def episodes(self) -> list:
-        return self.trunk.episodes
-
-    @property
-    def raw_obs(self):
-        return self.trunk.raw_obs
+    def surrogate(self, adv_n: np.ndarray | None = None) -> Surrogate:
+        """Eq. (15) or (16) over the pairs (s_n, a_nk), row n·K + k, with the KL over the rollout
+        set. The trunk's advantages are not used: Q̂ takes their place."""
+        N, K = self.q_nk.shape
+        obs = np.repeat(self.obs_n, K, axis=0)
+        act = self.act_nk.reshape((N * K,) + self.act_nk.shape[2:])
+        if self.enumerated:
+            objective = vine_discrete_objective(self.q_nk)
+        else:
+            objective = vine_continuous_objective(self.logq_nk, self.q_nk)
+        return Surrogate(obs, act, objective, kl_obs=self.obs_n)
 
 
 class VineSampler:
-    """Vine batches for :class:`trpo_np.train.Trainer` (``cfg.method == "vine"``).
-
-    N = cfg.vine_states, K = cfg.vine_actions, T = cfg.vine_horizon; ``bootstrap``: add
-    γ^τ V(s_τ) at the end of unterminated branches; ``crn``: common random numbers across the
-    K branches of a state (False only for experiments: independent policy noise per branch).
+    """Vine batches from explicit parts: the trunk's env copies ``venv`` (reset with ``seed``),
+    ``make_env`` for the branch copies, π_old, V (to bootstrap the branches), the normalizers and
+    the generator ``rng`` of all sampling noise. N = ``states``, K = ``actions``, T = ``horizon``.
     """
 
-    def __init__(self, trainer, seed: int, bootstrap: bool = True, crn: bool = True,
-                 branch_envs: int | None = None):
-        cfg = trainer.cfg
-        self.cfg, self.policy, self.vf, self.obs_rms = cfg, trainer.policy, trainer.vf, trainer.obs_rms
-        self.rng = trainer.rng_act
-        self.reward_scaler = trainer.reward_scaler
-        self.bootstrap, self.crn = bootstrap, crn
-        self.num_envs = cfg.num_envs
+    def __init__(self, venv: VectorEnv, make_env, policy: Policy, vf: ValueFunction, rng: np.random.Generator,
+                 seed: int, obs_rms: RunningMeanStd | None, reward_scaler: RewardScaler | None, gamma: float,
+                 states: int, actions: int, horizon: int):
+        self.venv, self.policy, self.vf, self.rng, self.reward_scaler = venv, policy, vf, rng, reward_scaler
+        self.gamma, self.N, self.T = gamma, states, horizon
+        self.num_envs = venv.num_envs
         self.branch_envs = []
-        # the trunk: the single-path sampler over env copies stepped in this process, whose
-        # simulator states we save at the rollout-set steps
-        self.venv = envs_mod.make_vector_env(cfg.env, cfg.num_envs, **cfg.atari)
         try:
-            self.trunk_sampler = SinglePathSampler(self.venv, self.policy, self.rng, seed, self.obs_rms,
-                                                   self.reward_scaler)
-            self.kind = envs_mod.check_state_support(self.venv.envs[0], cfg.env)  # after the reset
-            space = self.venv.single_action_space
+            # the trunk: the single-path sampler, whose simulator states we save at the rollout set
+            self.trunk_sampler = SinglePathSampler(venv, policy, rng, seed, obs_rms, reward_scaler)
+            self.kind = simstate.check_state_support(venv.envs[0])  # after the reset
+            space = venv.single_action_space
             self.discrete = isinstance(space, gym.spaces.Discrete)
             self.n_actions = int(space.n) if self.discrete else None
-            K = cfg.vine_actions
-            self.enumerate = self.discrete and self.n_actions <= K
-            self.K = self.n_actions if self.enumerate else K
-            image = envs_mod.is_image_space(self.venv.single_observation_space)
-            cap = branch_envs or (MAX_BRANCH_ENVS_IMAGE if image else MAX_BRANCH_ENVS)
+            self.enumerate = self.discrete and self.n_actions <= actions
+            self.K = self.n_actions if self.enumerate else actions
+            cap = MAX_BRANCH_ENVS_IMAGE if is_image_space(venv.single_observation_space) else MAX_BRANCH_ENVS
             self.states_per_group = max(1, cap // self.K)
-            n_branch = min(cfg.vine_states, self.states_per_group) * self.K
-            self.branch_envs = [envs_mod.make_env(cfg.env, **cfg.atari) for _ in range(n_branch)]
+            self.branch_envs = [make_env() for _ in range(min(states, self.states_per_group) * self.K)]
         except BaseException:
             self.close()
             raise
         for i, env in enumerate(self.branch_envs):  # OrderEnforcing: a reset before the first step
             env.reset(seed=seed + 100_003 + i)
-        self.vf_scale = None  # reward scale V was last fitted in
 
     def close(self) -> None:
         self.venv.close()
@@ -243,32 +231,28 @@ class VineSampler:
             env.close()
         self.branch_envs = []
 
-    def normalize(self, obs):
-        return self.trunk_sampler.normalize(obs)
-
     def split(self, steps: int) -> tuple[int, int]:
         """(trunk steps, branch budget N·K·T) for a per-iteration budget of ``steps``."""
-        cfg = self.cfg
-        branch = cfg.vine_states * self.K * cfg.vine_horizon
-        trunk = max(steps - branch, 2 * cfg.vine_states, MIN_TRUNK_STEPS)
+        branch = self.N * self.K * self.T
+        trunk = max(steps - branch, 2 * self.N, MIN_TRUNK_STEPS)
         return -(-trunk // self.num_envs) * self.num_envs, branch
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(self, steps: int) -> VineBatch:
-        cfg = self.cfg
         scaler = self.reward_scaler
         scale = 1.0 if scaler is None else float(1.0 / np.sqrt(scaler.rms.var + 1e-8))  # frozen for the batch
         trunk_steps, _ = self.split(steps)
         E = self.num_envs
         Tt = trunk_steps // E
-        N = min(cfg.vine_states, Tt * E)
+        N = min(self.N, Tt * E)
         slots = np.sort(self.rng.choice(Tt * E, size=N, replace=False))  # rollout set: (t, e) = divmod(i, E)
-        trunk, states, obs_n = self._trunk(Tt, slots, scale)
+        trunk, states, obs_n = self._trunk(Tt, slots)
+        trunk.reward_scale = scale
         act_nk, logq_nk = self._actions(obs_n)
         q_nk, branch_steps = self._branches(states, act_nk, scale)
-        return VineBatch(trunk, obs_n, act_nk, logq_nk, q_nk, self.enumerate, branch_steps, scale)
+        return VineBatch(trunk, obs_n, act_nk, logq_nk, q_nk, self.enumerate, branch_steps)
 
-    def _trunk(self, T: int, slots: np.ndarray, scale: float):
+    def _trunk(self, T: int, slots: np.ndarray):
         """π_old in E env copies for T steps (the single-path sampler, whose rewards carry the
         same frozen scale); saves the simulator state at the rollout-set slots."""
         E = self.num_envs
@@ -279,10 +263,10 @@ class VineSampler:
 
         def save(t, obs_n):
             for e in save_at.get(t, ()):
-                states.append(envs_mod.get_state(self.venv.envs[e], self.kind))
+                states.append(simstate.get_state(self.venv.envs[e], self.kind))
                 obs_saved.append(obs_n[e])
 
-        trunk = self.trunk_sampler.sample(T * E, on_step=save)
+        trunk = self.trunk_sampler.paths(T * E, on_step=save)
         return trunk, states, np.stack(obs_saved)
 
     def _actions(self, obs_n: np.ndarray):
@@ -297,56 +281,21 @@ class VineSampler:
         return act.reshape((N, K) + act.shape[1:]), logp.reshape(N, K).astype(np.float64)
 
     def _branches(self, states: list, act_nk: np.ndarray, scale: float):
-        """Q̂_nk for every (s_n, a_nk), states_per_group rollout states at a time."""
-        cfg, dist = self.cfg, self.policy.dist
-        N, K, T = act_nk.shape[0], self.K, cfg.vine_horizon
+        """Q̂_nk for every (s_n, a_nk), states_per_group rollout states at a time; the K branches
+        of a state share one noise sequence (common random numbers)."""
+        dist = self.policy.dist
+        N, K, T = act_nk.shape[0], self.K, self.T
         q_nk = np.zeros((N, K))
-        vf_scale = 1.0 if self.vf_scale is None else scale / self.vf_scale
         total = 0
         for n0 in range(0, N, self.states_per_group):
             n1 = min(N, n0 + self.states_per_group)
             G = n1 - n0
-            if self.crn:  # one noise sequence per state, shared by its K branches
-                noise = np.repeat(dist.noise(self.rng, (G, T - 1)), K, axis=0)
-            else:
-                noise = dist.noise(self.rng, (G * K, T - 1))
+            noise = np.repeat(dist.noise(self.rng, (G, T - 1)), K, axis=0)
             states_b = [states[n] for n in range(n0, n1) for _ in range(K)]
             act_b = act_nk[n0:n1].reshape((G * K,) + act_nk.shape[2:])
-            q_b, steps = rollout_branches(self.branch_envs, states_b, act_b, noise, self.policy, T, cfg.gamma,
-                                          self.normalize, self.vf if self.bootstrap else None, scale,
-                                          vf_scale, self.kind)
+            q_b, steps = rollout_branches(self.branch_envs, states_b, act_b, noise, self.policy, T, self.gamma,
+                                          self.trunk_sampler.normalize, self.vf, scale, self.vf.rescale(scale),
+                                          self.kind)
             q_nk[n0:n1] = q_b.reshape(G, K)
             total += steps
         return q_nk, total
-
-    # -- update ---------------------------------------------------------------------------------
-    def update(self, trainer, batch: VineBatch) -> dict:
-        """TRPO step on the vine surrogate (eq. 15 or 16), then the value fit on the trunk."""
-        cfg = self.cfg
-        N, K = batch.q_nk.shape
-        obs = np.repeat(batch.obs_n, K, axis=0)  # pairs (s_n, a_nk), row n·K + k
-        act = batch.act_nk.reshape((N * K,) + batch.act_nk.shape[2:])
-        if batch.enumerated:
-            objective = vine_discrete_objective(batch.q_nk)
-        else:
-            objective = vine_continuous_objective(batch.logq_nk, batch.q_nk)
-        tb = TRPOBatch(self.policy, obs, act, objective, kl_obs=batch.obs_n, damping=cfg.damping,
-                       fvp_fraction=cfg.fvp_fraction, rng=trainer.rng_fvp, chunk=getattr(trainer, "chunk", None))
-        stats = trpo_step(tb, cfg.max_kl, cfg.cg_iters, cfg.cg_tol, cfg.backtrack_coef, cfg.max_backtracks)
-        stats.update(self._fit_value(batch, trainer.rng_vf))
-        stats.update(branch_steps=batch.branch_steps, vine_states=N, vine_actions=K,
-                     q_mean=float(batch.q_nk.mean()), q_spread=float(batch.q_nk.std(axis=1).mean()))
-        return stats
-
-    def _fit_value(self, batch: VineBatch, rng: np.random.Generator) -> dict:
-        """V on the trunk states to GAE(γ, λ) λ-returns, as in single path."""
-        cfg, tr = self.cfg, batch.trunk
-        T, E = tr.rew_te.shape
-        obs = tr.obs_te.reshape((T * E,) + tr.obs_te.shape[2:])
-        rescale = 1.0 if self.vf_scale is None else batch.reward_scale / self.vf_scale
-        _, ret_te, val_te = batch_gae(self.vf, tr, cfg.gamma, cfg.lam, rescale)
-        ret = ret_te.reshape(-1)
-        stats = {"vf_explained_var": explained_variance(val_te.reshape(-1), ret)}
-        stats.update(self.vf.fit(obs, ret, rng))
-        self.vf_scale = batch.reward_scale
-        return stats

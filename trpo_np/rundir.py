@@ -1,4 +1,4 @@
-"""Run directories: progress.csv, config.json and atomically written checkpoints.
+"""Run directories: config.json, progress.csv and atomically written checkpoints.
 
 Every iteration appends one flushed row to ``progress.csv`` and replaces ``checkpoint.npz``
 (written to a temporary file, then ``os.replace``d), so an interrupted run loses at most the
@@ -13,6 +13,8 @@ import os
 import time
 
 import numpy as np
+
+from .config import Config
 
 COLUMNS = ["iteration", "env_steps", "trunk_steps", "branch_steps", "episodes", "ep_return_mean",
            "ep_len_mean", "kl", "entropy", "surr_improve", "expected_improve", "backtracks", "accepted",
@@ -100,3 +102,24 @@ def write_json(path: str, obj) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+def default_run_dir(cfg: Config) -> str:
+    return os.path.join("runs", f"{cfg.env.replace('/', '_')}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def create_run_dir(run_dir: str, cfg: Config) -> None:
+    """A new run directory with its config.json; refuses a non-empty one."""
+    if os.path.exists(run_dir) and os.listdir(run_dir):
+        raise RunError(f"output directory {run_dir!r} exists and is not empty; use --resume {run_dir} to "
+                       "continue that run, or choose another --out")
+    os.makedirs(run_dir, exist_ok=True)
+    write_json(os.path.join(run_dir, "config.json"), cfg.to_json())
+
+
+def load_config(run_dir: str) -> Config:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise RunError(f"{run_dir!r} is not a trpo_np run directory (no config.json)")
+    with open(path) as f:
+        return Config.from_json(json.load(f))

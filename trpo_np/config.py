@@ -1,0 +1,104 @@
+"""Run settings: :class:`Config` (saved as ``config.json``), its validation, and the Atari defaults.
+
+Defaults are for MuJoCo; ``Config.for_env(env_id)`` starts from the Atari defaults for ALE ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .atari import is_atari_id
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+# Atari (paper Sec. 8.2 and App. C: δ = 0.01, γ = 0.99, F on 10% of the states), scaled to a 2-core
+# machine: 5,000 steps per iteration instead of the paper's 100,000, one value-fit epoch.
+ATARI_DEFAULTS = dict(batch_steps=5_000, num_envs=8, lam=0.95, fvp_fraction=0.1, vf_epochs=1,
+                      vf_minibatch=256, eval_every=250_000, eval_episodes=3, steps=10_000_000)
+
+
+@dataclass
+class Config:
+    """All settings of a run; saved as config.json. Defaults are the MuJoCo defaults."""
+
+    env: str = "Hopper-v4"
+    steps: int = 1_000_000              # total env steps (trunk + vine branches)
+    batch_steps: int = 2048             # env steps per iteration
+    num_envs: int = 4
+    asynchronous: bool = False          # sample in several processes (trpo_np.parallel)
+    processes: int = 0                  # with asynchronous: processes, this one included (0: one per core)
+    max_kl: float = 0.01                # δ
+    cg_iters: int = 10
+    cg_tol: float = 1e-10
+    damping: float = 0.1
+    backtrack_coef: float = 0.8
+    max_backtracks: int = 10
+    fvp_fraction: float = 1.0           # fraction of states used for F v (paper App. C: 0.1 on Atari)
+    chunk: int = 0                      # states per network pass in the update (0: all; images: 16384)
+    gamma: float = 0.99
+    lam: float = 0.95
+    hidden: tuple = (64, 64)
+    activation: str = "tanh"
+    cnn: str = "paper"                  # Atari: "paper" or "nature"
+    vf_lr: float = 1e-3
+    vf_epochs: int = 10
+    vf_minibatch: int = 128
+    normalize_obs: bool = True
+    scale_reward: bool = True
+    eval_every: int = 50_000            # env steps between deterministic evaluations (0: never)
+    eval_episodes: int = 10
+    seed: int = 0
+    dtype: str = "float32"
+    method: str = "single"              # "single" (single path) or "vine"
+    vine_states: int = 50              # N: rollout-set states per iteration
+    vine_actions: int = 4              # K: actions per state (all actions of a small discrete space)
+    vine_horizon: int = 25             # T: branch length (then bootstrapped with V)
+    atari: dict = field(default_factory=dict)  # frame_size, frame_skip, ... for make_atari_env
+
+    def validate(self) -> None:
+        positive = ["steps", "batch_steps", "num_envs", "max_kl", "cg_iters", "max_backtracks",
+                    "vf_epochs", "vf_minibatch", "eval_episodes", "vine_states", "vine_actions", "vine_horizon"]
+        for name in positive:
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        for name in ["damping", "cg_tol", "eval_every", "vf_lr"]:
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ["gamma", "lam", "backtrack_coef", "fvp_fraction"]:
+            v = getattr(self, name)
+            if not 0 < v <= 1 or (name == "backtrack_coef" and v == 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1{')' if name == 'backtrack_coef' else ']'}, got {v}")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise ValueError(f"--hidden must be positive layer sizes, got {self.hidden}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.method not in ("single", "vine"):
+            raise ValueError(f"--method must be 'single' or 'vine', got {self.method!r}")
+        if not (isinstance(self.processes, int) and self.processes >= 0):
+            raise ValueError(f"--processes must be a positive integer, got {self.processes}")
+        if self.asynchronous and self.method == "vine":
+            raise ValueError("--async applies to the single-path method; the vine sampler runs in one process")
+
+    @classmethod
+    def for_env(cls, env: str) -> "Config":
+        """The defaults for ``env``: the Atari defaults for ALE ids, else the MuJoCo ones."""
+        cfg = cls(env=env, **(ATARI_DEFAULTS if is_atari_id(env) else {}))
+        if is_atari_id(env):
+            cfg.atari = {"frame_size": 42}
+        return cfg
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Config":
+        d = dict(d)
+        d["hidden"] = tuple(d["hidden"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
