@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from trpo_np.nn import mlp
 from trpo_np.optim import Adam, conjugate_gradient, line_search, trpo_step
-from trpo_np.value import gae
+from trpo_np.samplers import Paths
+from trpo_np.value import ValueFunction, gae, paths_gae
 
 
 @pytest.mark.parametrize("n,seed", [(5, 0), (20, 1), (50, 2)])
@@ -136,3 +138,21 @@ def test_adam_minimizes_a_quadratic():
     for _ in range(500):
         opt.step(theta, 2 * theta)
     assert np.abs(theta).max() < 1e-2
+
+
+def test_value_function_predicts_in_the_batch_reward_unit(rng):
+    """V fitted to targets in reward unit 0.5 is used at 0.5 · (s / 0.5) in a batch with scale s:
+    GAE of such a batch sees exactly V converted to the batch's unit (single path and vine alike)."""
+    T, E = 6, 2
+    vf = ValueFunction(mlp(3, (5,), 1, dtype=np.float64).init(rng), epochs=2, minibatch=4)
+    obs_te = rng.standard_normal((T, E, 3))
+    paths = Paths(obs_te, np.zeros((T, E)), np.zeros((T, E)), rng.standard_normal((T, E)),
+                  np.zeros((T, E), bool), np.zeros((T, E), bool), rng.standard_normal((E, 3)),
+                  np.zeros((0, 3)), (np.zeros(0, np.intp), np.zeros(0, np.intp)), None, [], None)
+    assert vf.rescale(0.3) == 1.0  # not fitted yet: no unit to convert from
+    vf.fit(paths.flat(obs_te), rng.standard_normal(T * E), rng, unit=0.5)
+    _, _, val_unscaled = paths_gae(vf, paths, 0.99, 0.95)  # a batch without reward scaling
+    paths.reward_scale = 0.25
+    adv_te, ret_te, val_te = paths_gae(vf, paths, 0.99, 0.95)
+    np.testing.assert_allclose(val_te, 0.5 * val_unscaled, rtol=1e-12)
+    np.testing.assert_allclose(ret_te, adv_te + val_te, rtol=1e-12)

@@ -65,6 +65,10 @@ class RewardScaler:
         self.gamma = gamma
         self.seen = []
 
+    def scale(self) -> float:
+        """The factor the rewards are multiplied by (frozen while a batch is collected)."""
+        return float(1.0 / np.sqrt(self.rms.var + 1e-8))
+
     def __call__(self, rew_e: np.ndarray, done_e: np.ndarray) -> np.ndarray:
         self.ret = self.ret * self.gamma + rew_e
         self.seen.append(self.ret)

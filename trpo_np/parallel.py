@@ -215,4 +215,4 @@ def join_paths(parts: list[Paths], starts: list[int]) -> Paths:
                  np.concatenate([p.final_idx[1] + s for p, s in zip(parts, starts)]))
     return Paths(cat("obs_te"), cat("act_te"), cat("logp_te"), cat("rew_te"), cat("terminated_te"),
                  cat("truncated_te"), cat("last_obs_e", 0), cat("final_obs", 0), final_idx, raw,
-                 [ep for p in parts for ep in p.episodes])
+                 [ep for p in parts for ep in p.episodes], parts[0].reward_scale)

@@ -46,7 +46,7 @@ class Paths:
     final_idx: tuple            # (t_m, e_m) of those truncations
     raw_obs: np.ndarray | None  # (T·E, obs_dim) raw observations for the normalizer, or None
     episodes: list = field(default_factory=list)  # (return, length) of episodes that ended
-    reward_scale: float | None = None  # rewards were multiplied by this (None: V is not rescaled)
+    reward_scale: float | None = None  # rewards were multiplied by this (None: not scaled)
 
     @property
     def steps(self) -> int:
@@ -144,6 +144,7 @@ class SinglePathSampler:
             obs_n = self.normalize(self.obs)
         final = (self.normalize(np.stack(final_obs)) if final_obs
                  else np.zeros((0,) + obs_n.shape[1:], dtype=obs_n.dtype))
+        scale = None if self.reward_scaler is None else self.reward_scaler.scale()
         return Paths(obs_te, act_te, logp_te, rew_te, term_te, trunc_te, obs_n, final,
                      (np.array(final_t, dtype=np.intp), np.array(final_e, dtype=np.intp)),
-                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes)
+                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes, scale)

@@ -239,17 +239,14 @@ class VineSampler:
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(self, steps: int) -> VineBatch:
-        scaler = self.reward_scaler
-        scale = 1.0 if scaler is None else float(1.0 / np.sqrt(scaler.rms.var + 1e-8))  # frozen for the batch
         trunk_steps, _ = self.split(steps)
         E = self.num_envs
         Tt = trunk_steps // E
         N = min(self.N, Tt * E)
         slots = np.sort(self.rng.choice(Tt * E, size=N, replace=False))  # rollout set: (t, e) = divmod(i, E)
         trunk, states, obs_n = self._trunk(Tt, slots)
-        trunk.reward_scale = scale
         act_nk, logq_nk = self._actions(obs_n)
-        q_nk, branch_steps = self._branches(states, act_nk, scale)
+        q_nk, branch_steps = self._branches(states, act_nk, trunk.reward_scale)
         return VineBatch(trunk, obs_n, act_nk, logq_nk, q_nk, self.enumerate, branch_steps)
 
     def _trunk(self, T: int, slots: np.ndarray):
@@ -280,9 +277,10 @@ class VineSampler:
         act, logp = self.policy.act(np.repeat(obs_n, K, axis=0), self.rng)  # a_k ~ π_old(·|s_n)
         return act.reshape((N, K) + act.shape[1:]), logp.reshape(N, K).astype(np.float64)
 
-    def _branches(self, states: list, act_nk: np.ndarray, scale: float):
-        """Q̂_nk for every (s_n, a_nk), states_per_group rollout states at a time; the K branches
-        of a state share one noise sequence (common random numbers)."""
+    def _branches(self, states: list, act_nk: np.ndarray, scale: float | None):
+        """Q̂_nk for every (s_n, a_nk), states_per_group rollout states at a time, with the rewards
+        multiplied by the trunk's frozen ``scale``; the K branches of a state share one noise
+        sequence (common random numbers)."""
         dist = self.policy.dist
         N, K, T = act_nk.shape[0], self.K, self.T
         q_nk = np.zeros((N, K))
@@ -294,7 +292,8 @@ class VineSampler:
             states_b = [states[n] for n in range(n0, n1) for _ in range(K)]
             act_b = act_nk[n0:n1].reshape((G * K,) + act_nk.shape[2:])
             q_b, steps = rollout_branches(self.branch_envs, states_b, act_b, noise, self.policy, T, self.gamma,
-                                          self.trunk_sampler.normalize, self.vf, scale, self.vf.rescale(scale),
+                                          self.trunk_sampler.normalize, self.vf, 1.0 if scale is None else scale,
+                                          self.vf.rescale(scale),
                                           self.kind)
             q_nk[n0:n1] = q_b.reshape(G, K)
             total += steps
