@@ -156,7 +156,8 @@ def main(argv=None) -> int:
         print(f"run.py: error: {e} (at iteration {trainer.iteration + 1}; the checkpoint in {run_dir} "
               f"holds iteration {trainer.iteration})", file=sys.stderr)
         return 1
-    rets = evaluate(trainer.cfg, trainer.policy, trainer.obs_rms, trainer.cfg.eval_episodes, seed=10_000 + trainer.cfg.seed)
+    rets = evaluate(trainer.cfg, trainer.policy, trainer.obs_rms, trainer.cfg.eval_episodes,
+                    seed=trainer.seeds.env_seed("final_eval"))
     print(f"done: {trainer.env_steps:,} env steps in {last.get('elapsed', 0):.0f} s; final deterministic "
           f"evaluation over {len(rets)} episodes: {sum(rets) / len(rets):.1f}; run directory {run_dir}")
     return 0
@@ -181,7 +182,7 @@ def evaluate_checkpoint(args) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.video)), exist_ok=True)
     trainer = Trainer(cfg, run_dir=None, quiet=True)
     trainer.load(args.eval, weights_only=True)
-    seed = 10_000 + cfg.seed if args.seed is None else args.seed
+    seed = trainer.seeds.env_seed("final_eval") if args.seed is None else args.seed
     try:
         rets = evaluate(cfg, trainer.policy, trainer.obs_rms, args.episodes, seed=seed, video=args.video)
     except Exception as e:  # rendering back ends fail in many ways; say what to do

@@ -47,7 +47,7 @@ def run_trpo_np(env_id, steps, seed, asynchronous=False):
     t0 = time.perf_counter()
     tr.train()
     wall = time.perf_counter() - t0
-    return wall, tr.env_steps, evaluate(cfg, tr.policy, tr.obs_rms, 10, seed=10_000 + seed)
+    return wall, tr.env_steps, evaluate(cfg, tr.policy, tr.obs_rms, 10, seed=tr.seeds.env_seed("final_eval"))
 
 
 def run_sb3(env_id, steps, seed, torch_threads, subproc=False):
@@ -71,10 +71,13 @@ def run_sb3(env_id, steps, seed, torch_threads, subproc=False):
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - t0
+    from trpo_np.train import RunSeeds
+
     env = gym.make(env_id)
     returns = []
+    eval_seed = RunSeeds(seed).env_seed("final_eval")  # the episodes trpo_np's final evaluation plays
     for ep in range(10):
-        obs, _ = env.reset(seed=10_000 + seed + ep)
+        obs, _ = env.reset(seed=eval_seed + ep)
         done, total = False, 0.0
         while not done:
             a, _ = model.predict(venv.normalize_obs(obs[None]), deterministic=True)

@@ -77,7 +77,7 @@ def run_one(job):
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
-    rets = evaluate(cfg, trainer.policy, trainer.obs_rms, eval_episodes, seed=10_000 + seed)
+    rets = evaluate(cfg, trainer.policy, trainer.obs_rms, eval_episodes, seed=trainer.seeds.env_seed("final_eval"))
     with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
         evals = [float(r["eval_return_mean"]) for r in csv.DictReader(f) if r["eval_return_mean"] not in ("", "nan")]
     return dict(env=env_id, method=method, seed=seed, env_steps=trainer.env_steps, trunk_steps=trainer.trunk_steps,

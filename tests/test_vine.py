@@ -301,12 +301,13 @@ def test_continuous_objective_gradient_and_score_function_at_theta_old():
 
 # -- the trainer -----------------------------------------------------------------------------------
 def test_vine_learns_cartpole():
-    # N·K·T = 50·2·50 = 5,000 branch steps + a 3,000-step trunk per iteration; 80k env steps in all.
-    cfg = Config(env="CartPole-v1", method="vine", steps=80_000, batch_steps=8_000, num_envs=1,
+    # N·K·T = 50·2·50 = 5,000 branch steps + a 3,000-step trunk per iteration; 120k env steps in all
+    # (seeds 0-4 reach 498, 468, 500, 500, 500; at 80k steps 3 of the 5 had solved it).
+    cfg = Config(env="CartPole-v1", method="vine", steps=120_000, batch_steps=8_000, num_envs=1,
                  vine_states=50, vine_actions=2, vine_horizon=50, max_kl=0.02, eval_every=0, seed=0)
     tr = Trainer(cfg, run_dir=None, quiet=True)
     last = tr.train()
-    assert tr.branch_steps > 0 and tr.env_steps == tr.trunk_steps + tr.branch_steps >= 80_000
+    assert tr.branch_steps > 0 and tr.env_steps == tr.trunk_steps + tr.branch_steps >= 120_000
     assert last["branch_steps"] == tr.branch_steps
     returns = evaluate(cfg, tr.policy, tr.obs_rms, 10, seed=1000)
     assert np.mean(returns) >= 475, returns

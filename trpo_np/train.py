@@ -8,9 +8,8 @@ One iteration (paper Sec. 6, "practical algorithm"), :meth:`Trainer.train`:
 5. fold the batch into the normalizers, log a row, write the checkpoint.
 Steps 2-4 are :meth:`Trainer.update`, the same for both samplers.
 
-Reproducibility: ``seed`` spawns independent generators (``np.random.SeedSequence.spawn``) for
-the network initialization, the action noise, the value-fit shuffling, the Fisher sub-sampling
-and the environment seeds; nothing uses the global ``np.random``.
+Reproducibility: every random stream of a run is a child of one ``np.random.SeedSequence(seed)``
+(:class:`RunSeeds`); nothing uses the global ``np.random``.
 """
 
 from __future__ import annotations
@@ -33,6 +32,27 @@ from .policy import Policy, TRPOBatch
 from .rundir import ProgressLog, RunError, create_run_dir, load_checkpoint, load_config, save_checkpoint, write_json
 from .samplers import SinglePathSampler
 from .value import ValueFunction, explained_variance, paths_gae
+
+
+class RunSeeds:
+    """The random streams of a run, all children of ``np.random.SeedSequence(seed)``: one per
+    purpose, and one per (purpose, iteration) for seeds that a run draws again (the env copies
+    when a run resumes, each periodic evaluation). Env copy i of a stream gets its seed + i."""
+
+    STREAMS = ("init", "action", "value_fit", "fisher", "envs", "branch_envs", "eval", "final_eval")
+
+    def __init__(self, seed: int):
+        self.entropy = np.random.SeedSequence(seed).entropy
+
+    def sequence(self, purpose: str, *key: int) -> np.random.SeedSequence:
+        return np.random.SeedSequence(self.entropy, spawn_key=(self.STREAMS.index(purpose),) + key)
+
+    def generator(self, purpose: str) -> np.random.Generator:
+        return np.random.default_rng(self.sequence(purpose))
+
+    def env_seed(self, purpose: str, *key: int) -> int:
+        """An int seed for ``env.reset(seed=...)``, below 2³¹ so that seed + copy index fits."""
+        return int(self.sequence(purpose, *key).generate_state(1)[0] % 2**31)
 
 
 # -- construction ------------------------------------------------------------------------------
@@ -84,16 +104,14 @@ class Trainer:
         if cfg.asynchronous and not cfg.processes:  # fixed here and saved: the run depends on it
             cfg.processes = min(os.cpu_count() or 1, cfg.num_envs)
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
-        ss = np.random.SeedSequence(cfg.seed)
-        init_ss, act_ss, vf_ss, fvp_ss, env_ss = ss.spawn(5)
-        self.rng_act, self.rng_vf, self.rng_fvp = (np.random.default_rng(s) for s in (act_ss, vf_ss, fvp_ss))
-        self.env_seed = int(env_ss.generate_state(1)[0] % 2**31)
+        self.seeds = RunSeeds(cfg.seed)
+        self.rng_act, self.rng_vf, self.rng_fvp = (self.seeds.generator(s) for s in ("action", "value_fit", "fisher"))
         obs_space, act_space = make_spaces(cfg)
         check_spaces(cfg.env, obs_space, act_space)
         self.image = is_image_space(obs_space)
         # Image batches go through the update in chunks: at most ~3 GB of im2col columns at once.
         self.chunk = cfg.chunk or (16384 if self.image else None)
-        self.policy, self.vf = build_networks(cfg, obs_space, act_space, np.random.default_rng(init_ss))
+        self.policy, self.vf = build_networks(cfg, obs_space, act_space, self.seeds.generator("init"))
         use_norm = cfg.normalize_obs and not self.image
         self.obs_rms = RunningMeanStd(obs_space.shape) if use_norm else None
         self.reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None
@@ -151,12 +169,13 @@ class Trainer:
         """The sampler of ``cfg.method`` over fresh env copies, built from this run's parts."""
         cfg = self.cfg
         # A resumed run reseeds its envs from (seed, iteration): episodes in progress restart.
-        seed = self.env_seed + 1_000_003 * self.iteration
+        seed = self.seeds.env_seed("envs", self.iteration)
         if cfg.method == "vine":
             from .vine import VineSampler
             return VineSampler(VectorEnv(cfg.env, cfg.num_envs, **cfg.atari), lambda: make_env(cfg.env, **cfg.atari),
-                               self.policy, self.vf, self.rng_act, seed, self.obs_rms, self.reward_scaler, cfg.gamma,
-                               cfg.vine_states, cfg.vine_actions, cfg.vine_horizon)
+                               self.policy, self.vf, self.rng_act, seed, self.seeds.env_seed("branch_envs", self.iteration),
+                               self.obs_rms, self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions,
+                               cfg.vine_horizon)
         if cfg.asynchronous and cfg.processes > 1:
             from .parallel import ParallelSampler
             return ParallelSampler(cfg.env, cfg.num_envs, cfg.processes, self.policy, self.rng_act, seed,
@@ -202,7 +221,8 @@ class Trainer:
                 eval_mean = eval_std = float("nan")
                 if next_eval is not None and (self.env_steps >= next_eval or self.env_steps >= cfg.steps):
                     t_eval = time.perf_counter()
-                    rets = evaluate(cfg, self.policy, self.obs_rms, cfg.eval_episodes, seed=self.env_seed + 7 + self.iteration)
+                    rets = evaluate(cfg, self.policy, self.obs_rms, cfg.eval_episodes,
+                                    seed=self.seeds.env_seed("eval", self.iteration))
                     eval_mean, eval_std = float(np.mean(rets)), float(np.std(rets))
                     self.eval_time += time.perf_counter() - t_eval
                     next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every

@@ -196,12 +196,12 @@ class VineBatch:
 
 class VineSampler:
     """Vine batches from explicit parts: the trunk's env copies ``venv`` (reset with ``seed``),
-    ``make_env`` for the branch copies, π_old, V (to bootstrap the branches), the normalizers and
+    ``make_env`` for the branch copies (reset with ``branch_seed``), π_old, V (to bootstrap the branches), the normalizers and
     the generator ``rng`` of all sampling noise. N = ``states``, K = ``actions``, T = ``horizon``.
     """
 
     def __init__(self, venv: VectorEnv, make_env, policy: Policy, vf: ValueFunction, rng: np.random.Generator,
-                 seed: int, obs_rms: RunningMeanStd | None, reward_scaler: RewardScaler | None, gamma: float,
+                 seed: int, branch_seed: int, obs_rms: RunningMeanStd | None, reward_scaler: RewardScaler | None, gamma: float,
                  states: int, actions: int, horizon: int):
         self.venv, self.policy, self.vf, self.rng, self.reward_scaler = venv, policy, vf, rng, reward_scaler
         self.gamma, self.N, self.T = gamma, states, horizon
@@ -223,7 +223,7 @@ class VineSampler:
             self.close()
             raise
         for i, env in enumerate(self.branch_envs):  # OrderEnforcing: a reset before the first step
-            env.reset(seed=seed + 100_003 + i)
+            env.reset(seed=branch_seed + i)
 
     def close(self) -> None:
         self.venv.close()
