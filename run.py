@@ -36,10 +36,8 @@ def parse_args(argv=None):
     a("--steps", type=int, help="total env steps, trunk and vine branches (default 1,000,000; Atari 10M)")
     a("--batch-steps", type=int, help="env steps per iteration (default 2048; Atari 5,000; vine N·K·T + 2,500)")
     a("--num-envs", type=int, help="env copies stepped together (default 4; Atari 8)")
-    a("--async", dest="asynchronous", action="store_true", default=None,
-      help="sample on every core: the env copies split over one process per core (trpo_np.parallel)")
-    a("--processes", type=int, help="with --async: processes, this one included (default: one per core, "
-      "at most --num-envs)")
+    a("--ranks", type=int, help="split the run over N MPI ranks on this machine (starts mpiexec -n N; needs "
+      "pip install -e '.[mpi]'); for several machines start mpiexec -n N python run.py yourself (default 1)")
     a("--max-kl", type=float, help="δ, the bound on the mean KL per update (default 0.01)")
     a("--cg-iters", type=int, help="conjugate gradient iterations (default 10)")
     a("--damping", type=float, help="λ added to the Fisher matrix (default 0.1)")
@@ -79,12 +77,7 @@ def build_config(args):
 
     env = args.env or Config.env
     cfg = Config.for_env(env)
-    if args.processes is not None and not args.asynchronous:
-        raise ValueError("--processes goes with --async")
-    if args.processes is not None and args.processes <= 0:
-        raise ValueError(f"--processes must be positive, got {args.processes}")
-    for name in ["method", "steps", "batch_steps", "num_envs", "asynchronous", "processes", "max_kl", "cg_iters",
-                 "damping",
+    for name in ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
                  "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "cnn",
                  "vf_epochs", "vf_lr", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
                  "vine_horizon", "eval_every", "dtype", "seed"]:
@@ -111,13 +104,21 @@ def build_config(args):
 
 
 def main(argv=None) -> int:
+    """Train, resume or evaluate; returns the exit status. Under ``mpiexec -n N`` every rank runs
+    this; rank 0 prints and writes the run directory."""
     args = parse_args(argv)
-    from trpo_np import train
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from trpo_np import parallel, train
     from trpo_np.envs import EnvError
-    from trpo_np.evaluation import evaluate
     from trpo_np.nn import ShapeError
-    from trpo_np.rundir import RunError, default_run_dir
+    from trpo_np.rundir import RunError, default_run_dir, load_config
 
+    try:
+        comm = parallel.world()
+    except RuntimeError as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return 2
+    say = print if comm.rank == 0 else (lambda *a, **k: None)
     try:
         if args.eval:
             return evaluate_checkpoint(args)
@@ -131,36 +132,61 @@ def main(argv=None) -> int:
             if given:
                 raise ValueError(f"--resume continues a run with its saved config.json; only --steps may "
                                  f"change, not {', '.join('--' + g.replace('_', '-') for g in given)}")
-            trainer = train.resume_run(args.resume, args.steps, args.quiet)
+            ranks = load_config(args.resume).ranks
+        else:
+            cfg = build_config(args)  # checked here, before mpiexec starts the ranks
+            ranks = cfg.ranks if args.ranks is not None else comm.size
+            cfg.ranks = ranks
+        if ranks > 1 and comm.size == 1:  # --ranks N (or resuming an N-rank run): start the N ranks
+            return launch(parallel.mpiexec_command(ranks, [os.path.abspath(__file__)] + argv))
+        if args.resume:
+            trainer = train.resume_run(args.resume, args.steps, args.quiet, comm)
             run_dir = args.resume
             if trainer.env_steps >= trainer.cfg.steps:
-                print(f"{run_dir}: already at {trainer.env_steps:,} of {trainer.cfg.steps:,} steps; "
-                      "raise --steps to continue", flush=True)
+                say(f"{run_dir}: already at {trainer.env_steps:,} of {trainer.cfg.steps:,} steps; "
+                    "raise --steps to continue", flush=True)
                 return 0
-            print(f"resuming {run_dir} at iteration {trainer.iteration}, {trainer.env_steps:,} env steps", flush=True)
+            say(f"resuming {run_dir} at iteration {trainer.iteration}, {trainer.env_steps:,} env steps", flush=True)
         else:
-            cfg = build_config(args)
-            run_dir = args.out or default_run_dir(cfg)
-            trainer = train.start_run(cfg, run_dir, args.quiet)
-            print(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}) -> {run_dir}", flush=True)
-    except (ValueError, EnvError, RunError, ShapeError) as e:
-        print(f"run.py: error: {e}", file=sys.stderr)
+            run_dir = args.out or comm.bcast(default_run_dir(cfg))
+            trainer = train.start_run(cfg, run_dir, args.quiet, comm)
+            ranks = f", {comm.size} ranks" if comm.size > 1 else ""
+            say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
+                flush=True)
+    except (ValueError, EnvError, RunError, ShapeError, RuntimeError) as e:
+        if comm.rank == 0:  # every rank meets the same error here: one line is enough
+            print(f"run.py: error: {e}", file=sys.stderr)
         return 2
     try:
         last = trainer.train()
+        rets = trainer.evaluate(trainer.cfg.eval_episodes, trainer.seeds.env_seed("final_eval"))
     except KeyboardInterrupt:
-        print(f"\ninterrupted at iteration {trainer.iteration}; the checkpoint in {run_dir} is complete. "
-              f"Continue with: python run.py --resume {run_dir}", file=sys.stderr)
+        say(f"\ninterrupted at iteration {trainer.iteration}; the checkpoint in {run_dir} is complete. "
+            f"Continue with: python run.py --resume {run_dir}", file=sys.stderr)
         return 130
-    except (ValueError, ShapeError) as e:  # e.g. NaN observations from the environment
-        print(f"run.py: error: {e} (at iteration {trainer.iteration + 1}; the checkpoint in {run_dir} "
-              f"holds iteration {trainer.iteration})", file=sys.stderr)
+    except Exception as e:  # e.g. NaN observations: one line, and no rank left waiting in a collective
+        where = f" on rank {comm.rank}" if comm.size > 1 else ""
+        kind = "" if isinstance(e, (ValueError, ShapeError)) else f"{type(e).__name__}: "
+        print(f"run.py: error: {kind}{e} (at iteration {trainer.iteration + 1}{where}; the checkpoint in {run_dir} "
+              f"holds iteration {trainer.iteration})", file=sys.stderr, flush=True)
+        comm.abort(1)
         return 1
-    rets = evaluate(trainer.cfg, trainer.policy, trainer.obs_rms, trainer.cfg.eval_episodes,
-                    seed=trainer.seeds.env_seed("final_eval"))
-    print(f"done: {trainer.env_steps:,} env steps in {last.get('elapsed', 0):.0f} s; final deterministic "
-          f"evaluation over {len(rets)} episodes: {sum(rets) / len(rets):.1f}; run directory {run_dir}")
+    say(f"done: {trainer.env_steps:,} env steps in {last.get('elapsed', 0):.0f} s; final deterministic "
+        f"evaluation over {len(rets)} episodes: {sum(rets) / len(rets):.1f}; run directory {run_dir}")
     return 0
+
+
+def launch(command: list[str]) -> int:
+    """Run ``command`` (mpiexec with the ranks) and return its exit status; Ctrl-C reaches the
+    ranks, which finish their checkpoint, and we wait for them."""
+    import subprocess
+
+    proc = subprocess.Popen(command)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def evaluate_checkpoint(args) -> int:
@@ -172,6 +198,7 @@ def evaluate_checkpoint(args) -> int:
 
     _, meta = load_checkpoint(args.eval)
     cfg = Config.from_json(meta["config"])
+    cfg.ranks = 1  # an evaluation runs in one process
     if args.env and args.env != cfg.env:
         raise RunError(f"checkpoint {args.eval!r} was trained on {cfg.env}, not {args.env}")
     if args.episodes <= 0:

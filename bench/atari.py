@@ -2,7 +2,8 @@
 """Atari speed: agent steps per second while sampling with the CNN policy vs stepping the same
 preprocessed vector env with random actions (target >= 0.7x), and seconds per TRPO update
 (policy step with F on 10% of the states, plus the value fit) for a batch of ``--update-steps``,
-and full training throughput over ``--train-steps`` in one process and with ``--async``.
+and full training throughput over ``--train-steps`` in one process and with one MPI rank per core
+(``--ranks``; see also bench/scaling.py).
 
     python bench/atari.py --env ALE/Pong-v5 --steps 4000 --update-steps 20000 --train-steps 20000
 
@@ -20,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.common import machine, random_stepping, single_threaded_blas, write_result  # noqa: E402
+from bench.scaling import training  # noqa: E402
 
 single_threaded_blas()
 
@@ -63,14 +65,9 @@ def main():
     print(f"update of a {batch.paths.steps:,}-step batch: {t_update:.1f} s (kl {stats['kl']:.4f}, "
           f"backtracks {stats['backtracks']})", flush=True)
     train = {}
-    for asy in ([False, True] if args.train_steps else []):
-        tcfg = run.build_config(run.parse_args(["--env", args.env, "--steps", str(args.train_steps),
-                                                "--eval-every", "0"] + (["--async"] if asy else [])))
-        tr = Trainer(tcfg, run_dir=None, quiet=True)
-        t0 = time.perf_counter()
-        tr.train()
-        train[asy] = (tr.env_steps / (time.perf_counter() - t0), tcfg.processes)
-        print(f"training{' --async' if asy else ''}: {train[asy][0]:,.0f} steps/s", flush=True)
+    for ranks in ([1, os.cpu_count() or 1] if args.train_steps else []):
+        train[ranks > 1] = (training(args.env, args.train_steps, ranks)[0], ranks)
+        print(f"training with {ranks} rank(s): {train[ranks > 1][0]:,.0f} steps/s", flush=True)
     lines = [f"# Atari speed, {args.env}", "",
              f"{machine()}; run.py's Atari defaults ({cfg.num_envs} env copies, {cfg.atari['frame_size']}×{cfg.atari['frame_size']}×4 "
              f"frames, paper CNN, F on {cfg.fvp_fraction:.0%} of the states, {cfg.vf_epochs} value epoch). "
@@ -83,7 +80,7 @@ def main():
              f"| one TRPO update + value fit, {batch.paths.steps:,}-step batch | **{t_update:.1f} s** |"]
     if train:
         lines += [f"| full training, {args.train_steps:,} steps, one process | {train[False][0]:,.0f} agent steps/s |",
-                  f"| full training, {args.train_steps:,} steps, `--async` ({train[True][1]} processes) | "
+                  f"| full training, {args.train_steps:,} steps, `--ranks {train[True][1]}` (MPI) | "
                   f"**{train[True][0]:,.0f} agent steps/s** ({train[True][0] / train[False][0]:.2f}x) |"]
     write_result(f"atari-speed-{args.env.replace('/', '_')}.md", lines)
 

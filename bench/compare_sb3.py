@@ -4,8 +4,8 @@
 Matched: 4 env copies × 512 steps = 2,048 steps per iteration, 64-64 tanh policy and value
 networks, δ = 0.01, 10 CG iterations, damping 0.1, line search ×0.8 up to 10 times, γ = 0.99,
 GAE λ = 0.95, value fit with Adam (lr 1e-3, minibatch 128, 10 epochs), observation and reward
-normalization. trpo_np runs twice: with the env copies in its own process, and with ``--async``
-(the copies split over one process per core, trpo_np.parallel). sb3-contrib runs with its
+normalization. trpo_np runs twice: in one process, and with one MPI rank per core (``--ranks``,
+trpo_np.parallel; wall time of the whole ``mpiexec`` run, start-up included). sb3-contrib runs with its
 default DummyVecEnv (copies in its own process) and, with ``--sb3-subproc``, also with
 SubprocVecEnv (a process per copy). All run one after the other, each alone, so that the
 timings are comparable; each is followed by a 10-episode deterministic evaluation with frozen
@@ -36,18 +36,26 @@ single_threaded_blas()
 import numpy as np  # noqa: E402
 
 
-def run_trpo_np(env_id, steps, seed, asynchronous=False):
+def run_trpo_np(env_id, steps, seed, ranks=1):
+    """Train with run.py (--ranks: under mpiexec), then the 10-episode final evaluation of its
+    checkpoint. Returns (wall seconds of training, env steps, returns)."""
+    import subprocess
+    import tempfile
+
     from trpo_np.config import Config
     from trpo_np.evaluation import evaluate
     from trpo_np.train import Trainer
 
-    cfg = Config(env=env_id, steps=steps, num_envs=4, batch_steps=2048, eval_every=0, seed=seed,
-                 asynchronous=asynchronous)
-    tr = Trainer(cfg, run_dir=None, quiet=True)
-    t0 = time.perf_counter()
-    tr.train()
-    wall = time.perf_counter() - t0
-    return wall, tr.env_steps, evaluate(cfg, tr.policy, tr.obs_rms, 10, seed=tr.seeds.env_seed("final_eval"))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "run")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "--env", env_id, "--steps", str(steps),
+                        "--num-envs", "4", "--batch-steps", "2048", "--eval-every", "0", "--seed", str(seed),
+                        "--ranks", str(ranks), "--out", out, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0  # includes the final evaluation run.py makes (about 1 s)
+        tr = Trainer(Config(env=env_id, num_envs=4, seed=seed), run_dir=None, quiet=True)
+        meta = tr.load(os.path.join(out, "checkpoint.npz"), weights_only=True)
+        return wall, meta["env_steps"], evaluate(tr.cfg, tr.policy, tr.obs_rms, 10, seed=tr.seeds.env_seed("final_eval"))
 
 
 def run_sb3(env_id, steps, seed, torch_threads, subproc=False):
@@ -107,13 +115,14 @@ def main():
 
     w_np, n_np, r_np = run_trpo_np(args.env, args.steps, args.seed)
     print(f"trpo_np: {n_np:,} steps in {w_np:.0f} s = {n_np / w_np:,.0f} steps/s; eval {np.mean(r_np):.1f}", flush=True)
-    w_as, n_as, r_as = run_trpo_np(args.env, args.steps, args.seed, asynchronous=True)
-    print(f"trpo_np --async: {n_as:,} steps in {w_as:.0f} s = {n_as / w_as:,.0f} steps/s; eval {np.mean(r_as):.1f}",
-          flush=True)
+    ranks = min(os.cpu_count() or 1, 4)
+    w_as, n_as, r_as = run_trpo_np(args.env, args.steps, args.seed, ranks)
+    print(f"trpo_np --ranks {ranks}: {n_as:,} steps in {w_as:.0f} s = {n_as / w_as:,.0f} steps/s; "
+          f"eval {np.mean(r_as):.1f}", flush=True)
     w_sb, n_sb, r_sb, tv, tt = run_sb3(args.env, args.steps, args.seed, args.torch_threads)
     print(f"sb3-contrib: {n_sb:,} steps in {w_sb:.0f} s = {n_sb / w_sb:,.0f} steps/s; eval {np.mean(r_sb):.1f}", flush=True)
     rows = [("trpo_np", w_np, n_np, r_np),
-            (f"trpo_np --async ({min(os.cpu_count() or 1, 4)} processes)", w_as, n_as, r_as),
+            (f"trpo_np --ranks {ranks} (MPI)", w_as, n_as, r_as),
             ("sb3-contrib TRPO (DummyVecEnv)", w_sb, n_sb, r_sb)]
     if args.sb3_subproc:
         w_sp, n_sp, r_sp, _, _ = run_sb3(args.env, args.steps, args.seed, args.torch_threads, subproc=True)

@@ -28,8 +28,7 @@ class Config:
     steps: int = 1_000_000              # total env steps (trunk + vine branches)
     batch_steps: int = 2048             # env steps per iteration
     num_envs: int = 4
-    asynchronous: bool = False          # sample in several processes (trpo_np.parallel)
-    processes: int = 0                  # with asynchronous: processes, this one included (0: one per core)
+    ranks: int = 1                      # MPI ranks the run is split over (trpo_np.parallel)
     max_kl: float = 0.01                # δ
     cg_iters: int = 10
     cg_tol: float = 1e-10
@@ -78,10 +77,9 @@ class Config:
             raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.method not in ("single", "vine"):
             raise ValueError(f"--method must be 'single' or 'vine', got {self.method!r}")
-        if not (isinstance(self.processes, int) and self.processes >= 0):
-            raise ValueError(f"--processes must be a positive integer, got {self.processes}")
-        if self.asynchronous and self.method == "vine":
-            raise ValueError("--async applies to the single-path method; the vine sampler runs in one process")
+        if not (isinstance(self.ranks, int) and 1 <= self.ranks <= self.num_envs):
+            raise ValueError(f"--ranks must be between 1 and --num-envs ({self.num_envs}): each rank steps at "
+                             f"least one env copy; got {self.ranks}")
 
     @classmethod
     def for_env(cls, env: str) -> "Config":

@@ -10,14 +10,17 @@ from .envs import make_env
 from .policy import Policy
 
 
-def evaluate(cfg: Config, policy: Policy, obs_rms, episodes: int, seed: int, video: str | None = None) -> list[float]:
+def evaluate(cfg: Config, policy: Policy, obs_rms, episodes: int, seed: int, video: str | None = None,
+             ranks: tuple[int, int] = (0, 1)) -> list[float]:
     """Deterministic (mean-action / argmax) episodes on a separate env copy with the frozen
-    normalizer; raw (unscaled, unclipped) returns. Optionally writes the first episode as mp4."""
+    normalizer; raw (unscaled, unclipped) returns. Episode i starts from ``reset(seed=seed + i)``.
+    ``ranks = (rank, size)``: play only the episodes i with i mod size = rank (the trainer joins
+    the ranks' returns). Optionally writes the first episode as mp4."""
     env = make_env(cfg.env, render_mode="rgb_array" if video else None, **cfg.atari)
     clip = (env.action_space.low, env.action_space.high) if isinstance(env.action_space, gym.spaces.Box) else None
     writer, returns = None, []
     try:
-        for ep in range(episodes):
+        for ep in range(ranks[0], episodes, ranks[1]):
             obs, _ = env.reset(seed=seed + ep)
             total, done = 0.0, False
             while not done:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .envs import EnvError
+from .parallel import Comm
 
 
 class RunningMeanStd:
@@ -27,12 +28,15 @@ class RunningMeanStd:
         self.count = 0.0
         self.clip, self.eps = clip, eps
 
-    def update(self, x: np.ndarray) -> None:
+    def update(self, x: np.ndarray, comm: Comm = Comm()) -> None:
+        """Fold in the batch ``x`` of every rank (rank order): the statistics of all the data."""
         x = np.asarray(x, dtype=np.float64)
-        n = x.shape[0]
-        if n == 0:
-            return
-        b_mean, b_var = x.mean(axis=0), x.var(axis=0)
+        moments = [(x.shape[0], x.mean(axis=0), x.var(axis=0))] if x.shape[0] else []
+        for n, b_mean, b_var in comm.gather(moments):
+            self._fold(n, b_mean, b_var)
+
+    def _fold(self, n: int, b_mean: np.ndarray, b_var: np.ndarray) -> None:
+        """Chan et al.'s update with a batch of n values of mean b_mean and variance b_var."""
         tot = self.count + n
         delta = b_mean - self.mean
         self.mean = self.mean + delta * n / tot
@@ -75,8 +79,7 @@ class RewardScaler:
         self.ret = np.where(done_e, 0.0, self.ret)
         return rew_e / np.sqrt(self.rms.var + 1e-8)
 
-    def update(self) -> None:
-        """Fold the returns seen since the last update into the statistics."""
-        if self.seen:
-            self.rms.update(np.concatenate(self.seen))
-            self.seen = []
+    def update(self, comm: Comm = Comm()) -> None:
+        """Fold the returns seen since the last update (on every rank) into the statistics."""
+        self.rms.update(np.concatenate(self.seen) if self.seen else np.zeros(0), comm)
+        self.seen = []

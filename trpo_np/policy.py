@@ -28,6 +28,7 @@ import numpy as np
 
 from .distributions import Categorical, DiagGaussian
 from .nn import Sequential, ShapeError
+from .parallel import Comm
 
 
 class Policy:
@@ -93,20 +94,24 @@ class Policy:
         return self.dist.sample_logp(p, rng, noise)
 
 
-def single_path_objective(logp_old_n: np.ndarray, adv_n: np.ndarray):
-    """Surrogate of eq. (14) with q = π_old: L(θ) = mean_n π_θ(a_n|s_n)/π_old(a_n|s_n) · A_n.
+def single_path_objective(logp_old_n: np.ndarray, adv_n: np.ndarray, n_total: int | None = None):
+    """Surrogate of eq. (14) with q = π_old: L(θ) = (1/N) Σ_n π_θ(a_n|s_n)/π_old(a_n|s_n) · A_n,
+    N = ``n_total`` (the states of all ranks; default: these).
 
-    Returns Φ(logp_n) -> (L, ∂L/∂logp_n)."""
+    Returns Φ(logp_n) -> (this rank's part of L, ∂L/∂logp_n)."""
+    n = len(adv_n) if n_total is None else n_total
+
     def objective(logp_n):
         ratio_n = np.exp(logp_n - logp_old_n)
-        return np.mean(ratio_n * adv_n), ratio_n * adv_n / len(adv_n)
+        return np.sum(ratio_n * adv_n) / n, ratio_n * adv_n / n
     return objective
 
 
 @dataclass
 class Surrogate:
     """What one TRPO step optimizes (paper eq. 14): the objective ``objective(logp_n) ->
-    (L, ∂L/∂logp_n)`` over log π_θ(act_n | obs_n), subject to the mean KL over ``kl_obs``."""
+    (L, ∂L/∂logp_n)`` over log π_θ(act_n | obs_n), subject to the mean KL over ``kl_obs``.
+    With several ranks each holds its part: L is the sum of the ranks' objectives."""
 
     obs: np.ndarray           # (n,) + obs_shape: the states of the surrogate's pairs
     act: np.ndarray           # (n,) + act_shape
@@ -121,13 +126,15 @@ class TRPOBatch:
     chunk: at most this many states per network pass, so that memory stays bounded for large
     image batches (default: all states in one pass). The Fisher states keep their forward caches
     at θ_old (every F v reuses them); the surrogate's gradient recomputes its forward pass.
+    comm: the ranks that hold the other parts of the batch; L, g, F v and the line search's
+    values are sums over them (:mod:`trpo_np.parallel`), so every rank takes the same step.
     ``loss_and_grad`` and ``fvp`` are derivatives at θ_old: they raise if the policy's θ has
     been moved (by ``evaluate``) and not put back.
     """
 
     def __init__(self, policy: Policy, surrogate: Surrogate, damping: float = 0.1, fvp_fraction: float = 1.0,
-                 rng: np.random.Generator | None = None, chunk: int | None = None):
-        self.policy, self.damping = policy, damping
+                 rng: np.random.Generator | None = None, chunk: int | None = None, comm: Comm = Comm()):
+        self.policy, self.damping, self.comm = policy, damping, comm
         self.obs, self.act, self.objective = surrogate.obs, surrogate.act, surrogate.objective
         self.kl_obs = surrogate.kl_obs
         self.chunk = int(chunk) if chunk else max(len(self.obs), len(self.kl_obs), 1)
@@ -139,15 +146,17 @@ class TRPOBatch:
         if fvp_fraction < 1.0:
             if rng is None:
                 raise ValueError("TRPOBatch: fvp_fraction < 1 needs an rng to choose the Fisher states")
-            idx = np.sort(rng.choice(n, size=max(1, int(round(fvp_fraction * n))), replace=False))
+            idx = np.sort(rng.choice(n, size=min(n, max(1, int(round(fvp_fraction * n)))), replace=False))
             self.f_obs = self.kl_obs[idx]
         else:
             self.f_obs = self.kl_obs
         self.f_chunks = list(self._passes(self.f_obs))  # (slice, p_old, caches at θ_old) per chunk
+        self.n_kl, self.n_f = int(comm.sum(len(self.kl_obs))), int(comm.sum(len(self.f_obs)))  # of all ranks
 
     def _passes(self, obs):
-        """(slice, distribution parameters, caches) per chunk of ``obs`` at the policy's θ."""
-        for i in range(0, len(obs), self.chunk):
+        """(slice, distribution parameters, caches) per chunk of ``obs`` at the policy's θ (one
+        empty pass for no states: a rank may hold none of the vine's rollout set)."""
+        for i in range(0, max(len(obs), 1), self.chunk):
             sl = slice(i, min(i + self.chunk, len(obs)))
             p, caches = self.policy.params(self.policy.preprocess(obs[sl]))
             yield sl, p, caches
@@ -169,18 +178,18 @@ class TRPOBatch:
         g = np.zeros(pol.size, dtype=pol.dtype)
         for sl, p, caches in self._passes(self.obs):
             g += pol.vjp(caches, pol.dist.dlogp(p, self.act[sl], dlogp_n[sl]))
-        return L, g
+        return self.comm.sum(L), self.comm.sum(g)
 
     def fvp(self, v: np.ndarray) -> np.ndarray:
         """(F + damping·I) v with F = (1/N) Σ_n J_nᵀ M_n J_n at θ_old (forward-over-reverse, App. C)."""
         self._check_theta_old("fvp")
         pol = self.policy
-        n = len(self.f_obs)
-        out = self.damping * v
+        n = self.n_f
+        jmj = 0.0
         for _, p, caches in self.f_chunks:
             Mu = pol.dist.fisher(p, pol.jvp(caches, v))            # M J v
-            out = out + pol.vjp(caches, type(Mu)(*(m / n for m in Mu)))  # (1/N) Jᵀ M J v
-        return out
+            jmj = jmj + pol.vjp(caches, type(Mu)(*(m / n for m in Mu)))  # (1/N) Jᵀ M J v
+        return self.damping * v + self.comm.sum(jmj)
 
     def evaluate(self, theta: np.ndarray):
         """Set θ, return (L(θ), mean KL(π_old ‖ π_θ), mean entropy) on this batch."""
@@ -190,5 +199,6 @@ class TRPOBatch:
         L, _ = self.objective(pol.dist.logp(p, self.act))
         if self.kl_obs is not self.obs:
             p = self._params(self.kl_obs)
-        kl = float(np.mean(pol.dist.kl(self.p_old, p)))  # D̄_KL(θ_old, θ), eq. (12)
-        return float(L), kl, float(np.mean(pol.dist.entropy(p)))
+        kl = self.comm.sum(np.sum(pol.dist.kl(self.p_old, p))) / self.n_kl  # D̄_KL(θ_old, θ), eq. (12)
+        entropy = self.comm.sum(np.sum(pol.dist.entropy(p))) / self.n_kl
+        return float(self.comm.sum(L)), float(kl), float(entropy)

@@ -19,8 +19,8 @@ from .config import Config
 COLUMNS = ["iteration", "env_steps", "trunk_steps", "branch_steps", "episodes", "ep_return_mean",
            "ep_len_mean", "kl", "entropy", "surr_improve", "expected_improve", "backtracks", "accepted",
            "cg_residual", "vf_explained_var", "vf_loss", "eval_return_mean", "eval_return_std",
-           "steps_per_s", "time_sample", "time_update", "eval_time", "elapsed"]
-WALL_CLOCK = {"steps_per_s", "time_sample", "time_update", "eval_time", "elapsed"}
+           "steps_per_s", "time_sample", "time_update", "time_comm", "eval_time", "elapsed"]
+WALL_CLOCK = {"steps_per_s", "time_sample", "time_update", "time_comm", "eval_time", "elapsed"}
 
 
 class RunError(ValueError):

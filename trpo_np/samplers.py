@@ -28,6 +28,7 @@ import numpy as np
 
 from .envs import VectorEnv
 from .normalize import RewardScaler, RunningMeanStd
+from .parallel import Comm, mean_var
 from .policy import Policy, Surrogate, single_path_objective
 
 
@@ -64,25 +65,34 @@ class SinglePathBatch:
     paths: Paths
     branch_steps: int = 0
 
-    def surrogate(self, adv_n: np.ndarray) -> Surrogate:
-        """Eq. (14) with q = π_old over all steps, advantages standardized over the batch."""
-        adv_n = (adv_n - adv_n.mean()) / (adv_n.std() + 1e-8)
+    def surrogate(self, adv_n: np.ndarray, comm: Comm = Comm()) -> Surrogate:
+        """Eq. (14) with q = π_old over all steps, advantages standardized over the batch (of
+        all ranks)."""
+        mean, var = mean_var(adv_n, comm)
+        adv_n = (adv_n - mean) / (np.sqrt(var) + 1e-8)
         obs_n = self.paths.flat(self.paths.obs_te)
-        objective = single_path_objective(self.paths.logp_te.reshape(-1), adv_n)
+        objective = single_path_objective(self.paths.logp_te.reshape(-1), adv_n, int(comm.sum(adv_n.size)))
         return Surrogate(obs_n, self.paths.flat(self.paths.act_te), objective, kl_obs=obs_n)
 
 
 class SinglePathSampler:
-    """Keeps the vector env running across iterations (episodes continue over batch borders)."""
+    """Keeps the vector env running across iterations (episodes continue over batch borders).
+
+    ``venv`` holds copies first, first + 1, ... of the run's ``num_envs_total`` (several ranks:
+    each steps its block). Copy i is reset with seed + i, and the action noise of each step is
+    drawn for all copies from ``rng`` and this block's rows taken, so a copy's random numbers do
+    not depend on how the copies are split."""
 
     def __init__(self, venv: VectorEnv, policy: Policy, rng: np.random.Generator,
-                 seed: int, obs_rms: RunningMeanStd | None = None, reward_scaler: RewardScaler | None = None):
+                 seed: int, obs_rms: RunningMeanStd | None = None, reward_scaler: RewardScaler | None = None,
+                 first: int = 0, num_envs_total: int | None = None):
         self.venv, self.policy, self.rng = venv, policy, rng
         self.obs_rms, self.reward_scaler = obs_rms, reward_scaler
         self.num_envs = venv.num_envs
+        self.first, self.num_envs_total = first, num_envs_total or venv.num_envs
         space = venv.single_action_space
         self.clip = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
-        self.obs, _ = venv.reset(seed=seed)  # env i gets seed + i
+        self.obs, _ = venv.reset(seed=seed + first)  # copy i gets seed + i
         self.ep_ret = np.zeros(self.num_envs)
         self.ep_len = np.zeros(self.num_envs, dtype=np.int64)
 
@@ -97,13 +107,12 @@ class SinglePathSampler:
     def sample(self, steps: int) -> SinglePathBatch:
         return SinglePathBatch(self.paths(steps))
 
-    def paths(self, steps: int, on_step=None, noise_te: np.ndarray | None = None) -> Paths:
-        """About ``steps`` env steps (rounded up to a multiple of num_envs). ``on_step(t, obs_n)``,
-        if given, is called before the policy acts at step t (the vine sampler saves simulator
-        states there). The action noise is drawn from the sampler's generator step by step, or
-        taken from ``noise_te`` (T, num_envs, ...) drawn beforehand (:mod:`trpo_np.parallel`)."""
-        E = self.num_envs
-        T = -(-steps // E)  # ceil: every copy runs the same number of steps
+    def paths(self, steps: int, on_step=None) -> Paths:
+        """About ``steps`` env steps of all copies (rounded up to a multiple of num_envs_total);
+        this block's part. ``on_step(t, obs_n)``, if given, is called before the policy acts at
+        step t (the vine sampler saves simulator states there)."""
+        E, a = self.num_envs, self.first
+        T = -(-steps // self.num_envs_total)  # ceil: every copy runs the same number of steps
         pol = self.policy
         obs_n = self.normalize(self.obs)
         obs_te = np.empty((T,) + obs_n.shape, dtype=obs_n.dtype)
@@ -119,7 +128,8 @@ class SinglePathSampler:
             obs_te[t] = obs_n
             if raw is not None:
                 raw[t] = self.obs
-            act, logp = pol.act(obs_n, self.rng, noise=None if noise_te is None else noise_te[t])
+            noise = pol.dist.noise(self.rng, (self.num_envs_total,))[a:a + E]  # every copy's, this block's rows
+            act, logp = pol.act(obs_n, None, noise=noise)
             if act_te is None:
                 act_te = np.empty((T,) + act.shape, dtype=act.dtype)
                 logp_te = np.empty((T, E), dtype=logp.dtype)

@@ -15,6 +15,7 @@ Reproducibility: every random stream of a run is a child of one ``np.random.Seed
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import gymnasium as gym
@@ -28,6 +29,7 @@ from .evaluation import evaluate
 from .nn import atari_cnn, mlp
 from .normalize import RewardScaler, RunningMeanStd
 from .optim import trpo_step
+from .parallel import Comm, split
 from .policy import Policy, TRPOBatch
 from .rundir import ProgressLog, RunError, create_run_dir, load_checkpoint, load_config, save_checkpoint, write_json
 from .samplers import SinglePathSampler
@@ -97,13 +99,20 @@ def net_signature(policy: Policy, vf: ValueFunction) -> dict:
 
 
 class Trainer:
-    """Holds everything a run needs; ``train()`` runs iterations until ``cfg.steps``."""
+    """Holds everything a run needs; ``train()`` runs iterations until ``cfg.steps``.
 
-    def __init__(self, cfg: Config, run_dir: str | None = None, quiet: bool = False):
+    With ``comm`` of N ranks (:mod:`trpo_np.parallel`), this is one rank: it steps its block of
+    the env copies and holds the same networks, normalizers and generators as every other rank;
+    rank 0 writes the run directory."""
+
+    def __init__(self, cfg: Config, run_dir: str | None = None, quiet: bool = False, comm: Comm = Comm()):
         cfg.validate()
-        if cfg.asynchronous and not cfg.processes:  # fixed here and saved: the run depends on it
-            cfg.processes = min(os.cpu_count() or 1, cfg.num_envs)
-        self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
+        if comm.size != cfg.ranks:
+            raise ValueError(f"this run is configured for {cfg.ranks} rank(s) but was started with {comm.size}; "
+                             f"start it with --ranks {cfg.ranks}")
+        self.cfg, self.run_dir, self.quiet, self.comm = cfg, run_dir, quiet, comm
+        self.first, last = split(cfg.num_envs, comm.size)[comm.rank]  # this rank's env copies [first, last)
+        self.num_envs = last - self.first
         self.seeds = RunSeeds(cfg.seed)
         self.rng_act, self.rng_vf, self.rng_fvp = (self.seeds.generator(s) for s in ("action", "value_fit", "fisher"))
         obs_space, act_space = make_spaces(cfg)
@@ -114,7 +123,7 @@ class Trainer:
         self.policy, self.vf = build_networks(cfg, obs_space, act_space, self.seeds.generator("init"))
         use_norm = cfg.normalize_obs and not self.image
         self.obs_rms = RunningMeanStd(obs_space.shape) if use_norm else None
-        self.reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None
+        self.reward_scaler = RewardScaler(self.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None
         self.iteration, self.env_steps, self.trunk_steps, self.branch_steps = 0, 0, 0, 0
         self.elapsed = self.eval_time = 0.0  # wall-clock seconds of the run, and of it in evaluations
 
@@ -128,17 +137,20 @@ class Trainer:
                         "rng_fvp": self.rng_fvp.bit_generator.state}}
 
     def save(self, path: str) -> None:
+        """Write the checkpoint (rank 0; every rank takes part: the running returns of all copies)."""
         arrays = {"policy_theta": self.policy.theta, "value_theta": self.vf.net.theta,
                   **{f"adam_{k}": v for k, v in self.vf.adam.state().items()}}
         if self.obs_rms is not None:
             arrays.update(self.obs_rms.state("obs"))
         if self.reward_scaler is not None:
             arrays.update(self.reward_scaler.rms.state("ret"))
-            arrays["ret_running"] = self.reward_scaler.ret
-        save_checkpoint(path, arrays, self.meta())
+            arrays["ret_running"] = np.array(self.comm.gather(list(self.reward_scaler.ret)))
+        if self.comm.rank == 0:
+            save_checkpoint(path, arrays, self.meta())
 
     def load(self, path: str, weights_only: bool = False) -> dict:
-        arrays, meta = load_checkpoint(path)
+        """Read the checkpoint on rank 0 and send it to every rank (no shared filesystem needed)."""
+        arrays, meta = on_rank0(self.comm, load_checkpoint, path)
         if meta["env"] != self.cfg.env:
             raise RunError(f"checkpoint {path!r} is for {meta['env']}, not {self.cfg.env}")
         sig = net_signature(self.policy, self.vf)
@@ -155,7 +167,7 @@ class Trainer:
         self.vf.adam.load({k[5:]: arrays[k] for k in arrays if k.startswith("adam_")})
         if self.reward_scaler is not None:
             self.reward_scaler.rms.load(arrays, "ret")
-            self.reward_scaler.ret[:] = arrays["ret_running"]
+            self.reward_scaler.ret[:] = arrays["ret_running"][self.first:self.first + self.num_envs]
         self.rng_act.bit_generator.state = meta["rng"]["rng_act"]
         self.rng_vf.bit_generator.state = meta["rng"]["rng_vf"]
         self.rng_fvp.bit_generator.state = meta["rng"]["rng_fvp"]
@@ -170,36 +182,44 @@ class Trainer:
         cfg = self.cfg
         # A resumed run reseeds its envs from (seed, iteration): episodes in progress restart.
         seed = self.seeds.env_seed("envs", self.iteration)
+        venv = VectorEnv(cfg.env, self.num_envs, **cfg.atari)  # this rank's copies
         if cfg.method == "vine":
             from .vine import VineSampler
-            return VineSampler(VectorEnv(cfg.env, cfg.num_envs, **cfg.atari), lambda: make_env(cfg.env, **cfg.atari),
-                               self.policy, self.vf, self.rng_act, seed, self.seeds.env_seed("branch_envs", self.iteration),
-                               self.obs_rms, self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions,
-                               cfg.vine_horizon)
-        if cfg.asynchronous and cfg.processes > 1:
-            from .parallel import ParallelSampler
-            return ParallelSampler(cfg.env, cfg.num_envs, cfg.processes, self.policy, self.rng_act, seed,
-                                   self.obs_rms, self.reward_scaler, cfg.atari)
-        venv = VectorEnv(cfg.env, cfg.num_envs, **cfg.atari)
-        return SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler)
+            return VineSampler(venv, lambda: make_env(cfg.env, **cfg.atari), self.policy, self.vf, self.rng_act, seed,
+                               self.seeds.env_seed("branch_envs", self.iteration), self.obs_rms,
+                               self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions, cfg.vine_horizon,
+                               self.first, cfg.num_envs)
+        return SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler, self.first,
+                                 cfg.num_envs)
 
     def update(self, batch) -> dict:
         """Steps 2-4 of an iteration on a batch of either sampler: GAE, TRPO step, value fit."""
-        cfg, paths = self.cfg, batch.paths
+        cfg, paths, comm = self.cfg, batch.paths, self.comm
         adv_te, ret_te, val_te = paths_gae(self.vf, paths, cfg.gamma, cfg.lam)
-        tb = TRPOBatch(self.policy, batch.surrogate(adv_te.reshape(-1)), damping=cfg.damping,
-                       fvp_fraction=cfg.fvp_fraction, rng=self.rng_fvp, chunk=self.chunk)
+        tb = TRPOBatch(self.policy, batch.surrogate(adv_te.reshape(-1), comm), damping=cfg.damping,
+                       fvp_fraction=cfg.fvp_fraction, rng=self.rng_fvp, chunk=self.chunk, comm=comm)
         stats = trpo_step(tb, cfg.max_kl, cfg.cg_iters, cfg.cg_tol, cfg.backtrack_coef, cfg.max_backtracks)
         ret_n = ret_te.reshape(-1)
-        stats["vf_explained_var"] = explained_variance(val_te.reshape(-1), ret_n)  # of V before the fit
-        stats.update(self.vf.fit(paths.flat(paths.obs_te), ret_n, self.rng_vf, unit=paths.reward_scale))
+        stats["vf_explained_var"] = explained_variance(val_te.reshape(-1), ret_n, comm)  # of V before the fit
+        stats.update(self.vf.fit(paths.flat(paths.obs_te), ret_n, self.rng_vf, paths.reward_scale, comm))
         return stats
+
+    def evaluate(self, episodes: int, seed: int) -> list[float]:
+        """Deterministic returns of ``episodes`` episodes (seed + i), split over the ranks."""
+        mine = range(self.comm.rank, episodes, self.comm.size)
+        rets = evaluate(self.cfg, self.policy, self.obs_rms, episodes, seed, ranks=(self.comm.rank, self.comm.size))
+        return [r for _, r in sorted(self.comm.gather(list(zip(mine, rets))))]
 
     def train(self) -> dict:
         """Iterations until ``cfg.steps`` env steps; returns the last progress row."""
-        cfg = self.cfg
+        cfg, comm = self.cfg, self.comm
+        if comm.size > 1:  # Ctrl-C reaches every rank at a different point: stop together after a checkpoint
+            self.interrupted = False
+            handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         sampler = self.make_sampler()
-        log = ProgressLog(self.run_dir, self.iteration if self.iteration else None, self.quiet) if self.run_dir else None
+        log = None
+        if self.run_dir and comm.rank == 0:
+            log = ProgressLog(self.run_dir, self.iteration if self.iteration else None, self.quiet)
         next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
         row = {}
         try:
@@ -209,29 +229,29 @@ class Trainer:
                 t1 = time.perf_counter()
                 stats = self.update(batch)                                                 # 2.-4.
                 if self.obs_rms is not None and batch.paths.raw_obs is not None:           # 5.
-                    self.obs_rms.update(batch.paths.raw_obs)
+                    self.obs_rms.update(batch.paths.raw_obs, comm)
                 if self.reward_scaler is not None:
-                    self.reward_scaler.update()
+                    self.reward_scaler.update(comm)
                 t2 = time.perf_counter()
                 self.iteration += 1
-                trunk, branch = batch.paths.steps, batch.branch_steps
+                trunk, branch = int(comm.sum(batch.paths.steps)), int(comm.sum(batch.branch_steps))
                 self.trunk_steps += trunk
                 self.branch_steps += branch
                 self.env_steps += trunk + branch
                 eval_mean = eval_std = float("nan")
                 if next_eval is not None and (self.env_steps >= next_eval or self.env_steps >= cfg.steps):
                     t_eval = time.perf_counter()
-                    rets = evaluate(cfg, self.policy, self.obs_rms, cfg.eval_episodes,
-                                    seed=self.seeds.env_seed("eval", self.iteration))
+                    rets = self.evaluate(cfg.eval_episodes, self.seeds.env_seed("eval", self.iteration))
                     eval_mean, eval_std = float(np.mean(rets)), float(np.std(rets))
                     self.eval_time += time.perf_counter() - t_eval
                     next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every
+                episodes = comm.gather(batch.paths.episodes)
                 self.elapsed += time.perf_counter() - t0
-                rets = [r for r, _ in batch.paths.episodes]
+                rets = [r for r, _ in episodes]
                 row = dict(iteration=self.iteration, env_steps=self.env_steps, trunk_steps=self.trunk_steps,
                            branch_steps=self.branch_steps, episodes=len(rets),
                            ep_return_mean=float(np.mean(rets)) if rets else float("nan"),
-                           ep_len_mean=float(np.mean([l for _, l in batch.paths.episodes])) if rets else float("nan"),
+                           ep_len_mean=float(np.mean([l for _, l in episodes])) if rets else float("nan"),
                            kl=stats["kl"], entropy=stats["entropy"],
                            surr_improve=stats["surr_after"] - stats["surr_before"],
                            expected_improve=stats["expected_improve"], backtracks=stats["backtracks"],
@@ -239,31 +259,51 @@ class Trainer:
                            vf_explained_var=stats["vf_explained_var"], vf_loss=stats["vf_loss"],
                            eval_return_mean=eval_mean, eval_return_std=eval_std,
                            steps_per_s=(trunk + branch) / (t2 - t0), time_sample=t1 - t0, time_update=t2 - t1,
-                           eval_time=self.eval_time, elapsed=self.elapsed)
+                           time_comm=comm.seconds, eval_time=self.eval_time, elapsed=self.elapsed)
                 if self.run_dir:
                     self.save(os.path.join(self.run_dir, "checkpoint.npz"))
                 if log:
                     log.log(row)
+                if comm.size > 1 and comm.sum(np.int64(self.interrupted)) > 0:  # the same answer on every rank
+                    raise KeyboardInterrupt
         finally:
             if log:
                 log.close()
             sampler.close()
+            if comm.size > 1:
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
         return row
 
+    def _request_stop(self, signum, frame) -> None:
+        self.interrupted = True
 
-def start_run(cfg: Config, run_dir: str, quiet: bool = False) -> Trainer:
+
+def on_rank0(comm: Comm, fn, *args):
+    """``fn(*args)`` on rank 0 only; its result, or the user-facing error it raised, on every rank."""
+    try:
+        out = fn(*args) if comm.rank == 0 else None
+    except (RunError, ValueError) as e:
+        out = e
+    out = comm.bcast(out)
+    if isinstance(out, Exception):
+        raise out
+    return out
+
+
+def start_run(cfg: Config, run_dir: str, quiet: bool = False, comm: Comm = Comm()) -> Trainer:
     """A new run in ``run_dir`` (must not exist or be empty)."""
-    trainer = Trainer(cfg, run_dir, quiet)  # validates before anything is written
-    create_run_dir(run_dir, cfg)
+    trainer = Trainer(cfg, run_dir, quiet, comm)  # validates before anything is written
+    on_rank0(comm, create_run_dir, run_dir, cfg)
     return trainer
 
 
-def resume_run(run_dir: str, steps: int | None = None, quiet: bool = False) -> Trainer:
-    cfg = load_config(run_dir)
+def resume_run(run_dir: str, steps: int | None = None, quiet: bool = False, comm: Comm = Comm()) -> Trainer:
+    cfg = on_rank0(comm, load_config, run_dir)
     if steps is not None:
         cfg.steps = steps
-    trainer = Trainer(cfg, run_dir, quiet)
+    trainer = Trainer(cfg, run_dir, quiet, comm)
     trainer.load(os.path.join(run_dir, "checkpoint.npz"))
     if steps is not None:
-        write_json(os.path.join(run_dir, "config.json"), cfg.to_json())
+        on_rank0(comm, write_json, os.path.join(run_dir, "config.json"), cfg.to_json())
     return trainer

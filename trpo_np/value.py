@@ -29,6 +29,7 @@ import numpy as np
 
 from .nn import Sequential
 from .optim import Adam
+from .parallel import Comm, mean_var
 
 
 def gae(rew_te, val_te, next_val_te, terminated_te, done_te, gamma: float, lam: float):
@@ -67,10 +68,11 @@ def paths_gae(vf, paths, gamma: float, lam: float):
     return adv_te, ret_te, val_te
 
 
-def explained_variance(pred_n, target_n) -> float:
-    """1 − Var[target − pred] / Var[target]: 1 is perfect, 0 is no better than a constant."""
-    var = np.var(target_n)
-    return float("nan") if var == 0 else float(1.0 - np.var(target_n - pred_n) / var)
+def explained_variance(pred_n, target_n, comm: Comm = Comm()) -> float:
+    """1 − Var[target − pred] / Var[target] over the states of all ranks: 1 is perfect, 0 is no
+    better than a constant."""
+    var = mean_var(target_n, comm)[1]
+    return float("nan") if var == 0 else float(1.0 - mean_var(target_n - pred_n, comm)[1] / var)
 
 
 class ValueFunction:
@@ -97,22 +99,34 @@ class ValueFunction:
         out = [self.net(self._x(obs[i:i + chunk]))[:, 0] for i in range(0, len(obs), chunk)]
         return np.concatenate(out) if out else np.zeros(0, dtype=self.net.dtype)
 
-    def fit(self, obs, target_n, rng: np.random.Generator, unit: float | None = None) -> dict:
+    def fit(self, obs, target_n, rng: np.random.Generator, unit: float | None = None,
+            comm: Comm = Comm()) -> dict:
         """Minimize mean (V(s) − target)² by Adam over shuffled minibatches; the targets are in
         reward unit ``unit``. Returns the mean minibatch loss of the last epoch (no extra pass
-        over the data)."""
+        over the data).
+
+        With several ranks, a minibatch is the union of one slice of each rank's data, sized in
+        proportion to its share (``minibatch`` states in all), and its gradient the sum over the
+        ranks: every rank takes the same Adam steps. The slice sizes follow from the ranks' data
+        sizes alone, so they need no communication beyond that."""
         self.unit = unit
         n = len(obs)
+        sizes = comm.gather([n])                              # every rank's number of states
+        n_total = sum(sizes)
+        mb = [-(-self.minibatch * m // n_total) for m in sizes]  # per-rank slice: minibatch·m/n, rounded up
+        steps = max(-(-m // b) for m, b in zip(sizes, mb))   # minibatches per epoch, the same on every rank
         target_n = target_n.astype(self.net.dtype, copy=False)
         grad = np.zeros(self.net.size, dtype=self.net.dtype)
+        mine = mb[comm.rank]
         for _ in range(self.epochs):
             perm = rng.permutation(n)
             sq_err = 0.0
-            for i in range(0, n, self.minibatch):
-                idx = perm[i:i + self.minibatch]
+            for k in range(steps):
+                idx = perm[k * mine:(k + 1) * mine]
+                count = sum(max(0, min(b, m - k * b)) for m, b in zip(sizes, mb))  # states in this minibatch
                 y, caches = self.net.forward(self._x(obs[idx]))
                 err = y[:, 0] - target_n[idx]
                 sq_err += float(err @ err)
-                self.net.backward(((2.0 / len(idx)) * err)[:, None], caches, out=grad)  # ∂ mean err² / ∂V
-                self.adam.step(self.net.theta, grad)
-        return {"vf_loss": sq_err / n}
+                self.net.backward(((2.0 / count) * err)[:, None], caches, out=grad)  # ∂ mean err² / ∂V
+                self.adam.step(self.net.theta, comm.sum(grad))
+        return {"vf_loss": float(comm.sum(sq_err)) / n_total}

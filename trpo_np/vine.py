@@ -68,6 +68,7 @@ import numpy as np
 from . import simstate
 from .envs import VectorEnv, is_image_space
 from .normalize import RewardScaler, RunningMeanStd
+from .parallel import Comm
 from .policy import Policy, Surrogate
 from .samplers import Paths, SinglePathSampler
 from .value import ValueFunction
@@ -133,38 +134,42 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
 
 
 # -- surrogates ---------------------------------------------------------------------------------
-def vine_discrete_objective(q_nk: np.ndarray):
+def vine_discrete_objective(q_nk: np.ndarray, n_total: int | None = None):
     """Eq. (15) over enumerated actions: L = (1/N) Σ_n Σ_k π_θ(a_k|s_n) (Q̂_nk − b_n).
 
-    q_nk: (N, K) with a_k the k-th action of the action space; b_n = mean_k Q̂_nk.
-    Returns Φ(logp) -> (L, ∂L/∂logp) over logp: (N·K,) row-major."""
-    N, K = q_nk.shape
+    q_nk: (n, K) with a_k the k-th action of the action space; b_n = mean_k Q̂_nk; N = ``n_total``,
+    the rollout states of all ranks (default n). Returns Φ(logp) -> (this rank's part of L,
+    ∂L/∂logp) over logp: (n·K,) row-major."""
+    n, K = q_nk.shape
+    N = n if n_total is None else n_total
     adv_nk = q_nk - q_nk.mean(axis=1, keepdims=True)
 
     def objective(logp):
-        pi_nk = np.exp(logp.reshape(N, K))
+        pi_nk = np.exp(logp.reshape(n, K))
         w_nk = pi_nk * adv_nk / N  # ∂L/∂logπ = π ∂L/∂π
         return float(w_nk.sum()), w_nk.reshape(-1)
     return objective
 
 
-def vine_continuous_objective(logq_nk: np.ndarray, q_nk: np.ndarray):
+def vine_continuous_objective(logq_nk: np.ndarray, q_nk: np.ndarray, n_total: int | None = None):
     """Eq. (16), self-normalized importance sampling over sampled actions:
     L = (1/N) Σ_n Σ_k r_nk Q̂_nk / Σ_k r_nk,  r_nk = π_θ(a_k|s_n) / q(a_k|s_n).
 
-    logq_nk: (N, K) log-density of the sampling distribution (π_old, or log(1/n) for uniform
-    discrete actions); q_nk: (N, K). Returns Φ(logp) -> (L, ∂L/∂logp) over logp: (N·K,)."""
-    N, K = q_nk.shape
+    logq_nk: (n, K) log-density of the sampling distribution (π_old, or log(1/n) for uniform
+    discrete actions); q_nk: (n, K); N = ``n_total`` (default n). Returns Φ(logp) -> (this
+    rank's part of L, ∂L/∂logp) over logp: (n·K,)."""
+    n, K = q_nk.shape
+    N = n if n_total is None else n_total
     adv_nk = q_nk - q_nk.mean(axis=1, keepdims=True)  # a per-state shift leaves L's gradient unchanged
 
     def objective(logp):
-        z = logp.reshape(N, K) - logq_nk  # log r
+        z = logp.reshape(n, K) - logq_nk  # log r
         z = z - z.max(axis=1, keepdims=True)
         w_nk = np.exp(z)
         w_nk /= w_nk.sum(axis=1, keepdims=True)  # r_nk / Σ_k r_nk
         L_n = np.sum(w_nk * adv_nk, axis=1)
         dlogp = w_nk * (adv_nk - L_n[:, None]) / N  # ∂(Σ w A)/∂logp_k = w_k (A_k − L_n)
-        return float(L_n.mean()), dlogp.reshape(-1)
+        return float(L_n.sum() / N), dlogp.reshape(-1)
     return objective
 
 
@@ -181,35 +186,45 @@ class VineBatch:
     enumerated: bool        # actions are all of a discrete space (eq. 15), else sampled (eq. 16)
     branch_steps: int
 
-    def surrogate(self, adv_n: np.ndarray | None = None) -> Surrogate:
+    def surrogate(self, adv_n: np.ndarray | None = None, comm: Comm = Comm()) -> Surrogate:
         """Eq. (15) or (16) over the pairs (s_n, a_nk), row n·K + k, with the KL over the rollout
-        set. The trunk's advantages are not used: Q̂ takes their place."""
+        set (of all ranks). The trunk's advantages are not used: Q̂ takes their place."""
         N, K = self.q_nk.shape
+        N_total = int(comm.sum(N))
         obs = np.repeat(self.obs_n, K, axis=0)
         act = self.act_nk.reshape((N * K,) + self.act_nk.shape[2:])
         if self.enumerated:
-            objective = vine_discrete_objective(self.q_nk)
+            objective = vine_discrete_objective(self.q_nk, N_total)
         else:
-            objective = vine_continuous_objective(self.logq_nk, self.q_nk)
+            objective = vine_continuous_objective(self.logq_nk, self.q_nk, N_total)
         return Surrogate(obs, act, objective, kl_obs=self.obs_n)
 
 
 class VineSampler:
-    """Vine batches from explicit parts: the trunk's env copies ``venv`` (reset with ``seed``),
-    ``make_env`` for the branch copies (reset with ``branch_seed``), π_old, V (to bootstrap the branches), the normalizers and
-    the generator ``rng`` of all sampling noise. N = ``states``, K = ``actions``, T = ``horizon``.
+    """Vine batches from explicit parts: the trunk's env copies ``venv`` (copies first, first + 1,
+    ... of ``num_envs_total``, reset with ``seed`` + copy), ``make_env`` for the branch copies
+    (reset with ``branch_seed``), π_old, V (to bootstrap the branches), the normalizers and the
+    generator ``rng`` of all sampling noise. N = ``states``, K = ``actions``, T = ``horizon``.
+
+    With several ranks, the rollout set is drawn over all copies' trunk steps alike on every
+    rank; each rank branches from the states its copies visited. Every random number (the
+    rollout slots, the K actions, the branch noise) is drawn for the whole rollout set on every
+    rank, each rank using its rows, so the batch does not depend on how the copies are split.
     """
 
     def __init__(self, venv: VectorEnv, make_env, policy: Policy, vf: ValueFunction, rng: np.random.Generator,
-                 seed: int, branch_seed: int, obs_rms: RunningMeanStd | None, reward_scaler: RewardScaler | None, gamma: float,
-                 states: int, actions: int, horizon: int):
+                 seed: int, branch_seed: int, obs_rms: RunningMeanStd | None, reward_scaler: RewardScaler | None,
+                 gamma: float, states: int, actions: int, horizon: int, first: int = 0,
+                 num_envs_total: int | None = None):
         self.venv, self.policy, self.vf, self.rng, self.reward_scaler = venv, policy, vf, rng, reward_scaler
         self.gamma, self.N, self.T = gamma, states, horizon
-        self.num_envs = venv.num_envs
+        self.num_envs, self.first = venv.num_envs, first
+        self.num_envs_total = num_envs_total or venv.num_envs
         self.branch_envs = []
         try:
             # the trunk: the single-path sampler, whose simulator states we save at the rollout set
-            self.trunk_sampler = SinglePathSampler(venv, policy, rng, seed, obs_rms, reward_scaler)
+            self.trunk_sampler = SinglePathSampler(venv, policy, rng, seed, obs_rms, reward_scaler, first,
+                                                   self.num_envs_total)
             self.kind = simstate.check_state_support(venv.envs[0])  # after the reset
             space = venv.single_action_space
             self.discrete = isinstance(space, gym.spaces.Discrete)
@@ -232,30 +247,31 @@ class VineSampler:
         self.branch_envs = []
 
     def split(self, steps: int) -> tuple[int, int]:
-        """(trunk steps, branch budget N·K·T) for a per-iteration budget of ``steps``."""
+        """(trunk steps, branch budget N·K·T) for a per-iteration budget of ``steps`` (all ranks)."""
         branch = self.N * self.K * self.T
         trunk = max(steps - branch, 2 * self.N, MIN_TRUNK_STEPS)
-        return -(-trunk // self.num_envs) * self.num_envs, branch
+        return -(-trunk // self.num_envs_total) * self.num_envs_total, branch
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(self, steps: int) -> VineBatch:
         trunk_steps, _ = self.split(steps)
-        E = self.num_envs
+        E, a = self.num_envs_total, self.first
         Tt = trunk_steps // E
         N = min(self.N, Tt * E)
         slots = np.sort(self.rng.choice(Tt * E, size=N, replace=False))  # rollout set: (t, e) = divmod(i, E)
-        trunk, states, obs_n = self._trunk(Tt, slots)
-        act_nk, logq_nk = self._actions(obs_n)
-        q_nk, branch_steps = self._branches(states, act_nk, trunk.reward_scale)
+        mine = np.flatnonzero((slots % E >= a) & (slots % E < a + self.num_envs))  # rows of this block's states
+        trunk, states, obs_n = self._trunk(Tt, slots[mine])
+        act_nk, logq_nk = self._actions(obs_n, N, mine)
+        q_nk, branch_steps = self._branches(states, act_nk, trunk.reward_scale, N, mine)
         return VineBatch(trunk, obs_n, act_nk, logq_nk, q_nk, self.enumerate, branch_steps)
 
     def _trunk(self, T: int, slots: np.ndarray):
-        """π_old in E env copies for T steps (the single-path sampler, whose rewards carry the
-        same frozen scale); saves the simulator state at the rollout-set slots."""
-        E = self.num_envs
+        """π_old in this block's env copies for T steps (the single-path sampler, whose rewards
+        carry the same frozen scale); saves the simulator state at this block's rollout slots."""
+        E, a = self.num_envs_total, self.first
         save_at = {}
         for i in slots:
-            save_at.setdefault(int(i) // E, []).append(int(i) % E)
+            save_at.setdefault(int(i) // E, []).append(int(i) % E - a)
         states, obs_saved = [], []
 
         def save(t, obs_n):
@@ -264,37 +280,44 @@ class VineSampler:
                 obs_saved.append(obs_n[e])
 
         trunk = self.trunk_sampler.paths(T * E, on_step=save)
-        return trunk, states, np.stack(obs_saved)
+        obs_n = np.stack(obs_saved) if obs_saved else np.zeros((0,) + trunk.obs_te.shape[2:], trunk.obs_te.dtype)
+        return trunk, states, obs_n
 
-    def _actions(self, obs_n: np.ndarray):
-        """The K actions at each rollout state and their log sampling density (0 if enumerated)."""
-        N, K = len(obs_n), self.K
+    def _actions(self, obs_n: np.ndarray, N: int, mine: np.ndarray):
+        """The K actions at this rank's rollout states (rows ``mine`` of N) and their log sampling
+        density (0 if enumerated)."""
+        n, K = len(obs_n), self.K
         if self.enumerate:  # eq. (15): every action
-            return np.tile(np.arange(K), (N, 1)), np.zeros((N, K))
+            return np.tile(np.arange(K), (n, 1)), np.zeros((n, K))
         if self.discrete:  # K distinct actions, uniform (paper, Atari)
-            act_nk = np.argsort(self.rng.random((N, self.n_actions)), axis=1)[:, :K]
-            return act_nk, np.full((N, K), -np.log(self.n_actions))
-        act, logp = self.policy.act(np.repeat(obs_n, K, axis=0), self.rng)  # a_k ~ π_old(·|s_n)
-        return act.reshape((N, K) + act.shape[1:]), logp.reshape(N, K).astype(np.float64)
+            act_nk = np.argsort(self.rng.random((N, self.n_actions)), axis=1)[mine, :K]
+            return act_nk, np.full((n, K), -np.log(self.n_actions))
+        noise = self.policy.dist.noise(self.rng, (N, K))
+        noise = noise.reshape((N * K,) + noise.shape[2:])
+        rows = (mine[:, None] * K + np.arange(K)).reshape(-1)
+        act, logp = self.policy.act(np.repeat(obs_n, K, axis=0), None, noise=noise[rows])  # a_k ~ π_old(·|s_n)
+        return act.reshape((n, K) + act.shape[1:]), logp.reshape(n, K).astype(np.float64)
 
-    def _branches(self, states: list, act_nk: np.ndarray, scale: float | None):
-        """Q̂_nk for every (s_n, a_nk), states_per_group rollout states at a time, with the rewards
-        multiplied by the trunk's frozen ``scale``; the K branches of a state share one noise
-        sequence (common random numbers)."""
+    def _branches(self, states: list, act_nk: np.ndarray, scale: float | None, N: int, mine: np.ndarray):
+        """Q̂_nk for every (s_n, a_nk) of this rank, states_per_group rollout states at a time,
+        with the rewards multiplied by the trunk's frozen ``scale``; the K branches of a state
+        share one noise sequence (common random numbers)."""
         dist = self.policy.dist
-        N, K, T = act_nk.shape[0], self.K, self.T
-        q_nk = np.zeros((N, K))
+        K, T = self.K, self.T
+        q_nk = np.zeros((len(mine), K))
         total = 0
         for n0 in range(0, N, self.states_per_group):
-            n1 = min(N, n0 + self.states_per_group)
-            G = n1 - n0
-            noise = np.repeat(dist.noise(self.rng, (G, T - 1)), K, axis=0)
-            states_b = [states[n] for n in range(n0, n1) for _ in range(K)]
-            act_b = act_nk[n0:n1].reshape((G * K,) + act_nk.shape[2:])
+            G = min(N, n0 + self.states_per_group) - n0
+            noise_g = dist.noise(self.rng, (G, T - 1))  # the group's noise, drawn on every rank
+            rows = np.flatnonzero((mine >= n0) & (mine < n0 + G))  # this rank's states in the group
+            if len(rows) == 0:
+                continue
+            noise = np.repeat(noise_g[mine[rows] - n0], K, axis=0)
+            states_b = [states[r] for r in rows for _ in range(K)]
+            act_b = act_nk[rows].reshape((len(rows) * K,) + act_nk.shape[2:])
             q_b, steps = rollout_branches(self.branch_envs, states_b, act_b, noise, self.policy, T, self.gamma,
                                           self.trunk_sampler.normalize, self.vf, 1.0 if scale is None else scale,
-                                          self.vf.rescale(scale),
-                                          self.kind)
-            q_nk[n0:n1] = q_b.reshape(G, K)
+                                          self.vf.rescale(scale), self.kind)
+            q_nk[rows] = q_b.reshape(len(rows), K)
             total += steps
         return q_nk, total

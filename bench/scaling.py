@@ -1,0 +1,163 @@
+"""Scaling over MPI ranks: full-training throughput with 1, 2, ... ranks, the time spent in
+collectives, and a latency-bandwidth model of the communication on 16 and 64 hosts.
+
+For each env and rank count R, in one benchmark run (medians of ``--repeats``, interleaved):
+  (a) random-action stepping of the same env copies, R processes at once, each its block;
+  (c) full training, ``mpiexec -n R python run.py`` (progress.csv: env steps / elapsed), and
+      the share of it rank 0 spent in collectives (the ``time_comm`` column).
+Then it counts, in one process, the collectives of one iteration and their sizes (a Comm that
+records every sum and gather), and models an iteration on P hosts with the collectives of
+trpo_np (Allgather of every rank's part, summed in rank order: latency ⌈log₂P⌉·α, bandwidth
+(P − 1)·m·β for m bytes) against the compute of one host (weak scaling: each host keeps the
+batch of one machine).
+
+    python bench/scaling.py --envs Hopper-v4 ALE/Pong-v5 --ranks 1 2
+
+Writes bench/results/scaling.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import ROOT, machine, random_stepping, single_threaded_blas, write_result  # noqa: E402
+
+single_threaded_blas()
+
+import numpy as np  # noqa: E402
+
+from trpo_np.config import Config  # noqa: E402
+from trpo_np.envs import VectorEnv  # noqa: E402
+from trpo_np.parallel import Comm, split  # noqa: E402
+from trpo_np.train import Trainer  # noqa: E402
+
+# Interconnect for the model: α = 10 µs per message (a switched 10-25 GbE cluster; MPI over
+# InfiniBand is 1-3 µs), β = 1 / (1.25 GB/s) (10 Gb/s).
+ALPHA, BETA = 10e-6, 1 / 1.25e9
+
+
+def _random_block(env_id, n, steps, barrier, seed, atari):
+    venv = VectorEnv(env_id, n, **atari)
+    barrier.wait()
+    random_stepping(venv, steps, seed)
+    venv.close()
+
+
+def random_rate(cfg: Config, steps: int, ranks: int) -> float:
+    """(a): env steps/s of all copies stepped with random actions, one process per block."""
+    blocks = split(cfg.num_envs, ranks)
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(len(blocks) + 1)
+    per_copy = -(-steps // cfg.num_envs)
+    procs = [ctx.Process(target=_random_block, args=(cfg.env, b - a, per_copy * (b - a), barrier, a, cfg.atari))
+             for a, b in blocks]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for p in procs:
+        p.join()
+    return per_copy * cfg.num_envs / (time.perf_counter() - t0)
+
+
+def training(env_id: str, steps: int, ranks: int, extra: list[str]) -> tuple[float, float, int]:
+    """(c): (env steps/s of the training loop, share of it in collectives, iterations)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "run")
+        cmd = ["mpiexec", "-n", str(ranks), sys.executable, os.path.join(ROOT, "run.py"), "--env", env_id,
+               "--steps", str(steps), "--eval-every", "0", "--quiet", "--out", out] + extra
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        with open(os.path.join(out, "progress.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+    elapsed, comm = float(rows[-1]["elapsed"]), float(rows[-1]["time_comm"])
+    return int(rows[-1]["env_steps"]) / elapsed, comm / elapsed, len(rows)
+
+
+class CountingComm(Comm):
+    """One process that records each collective it would make with several ranks."""
+
+    def __init__(self):
+        self.calls = []  # (kind, bytes of this rank's part)
+
+    def sum(self, x):
+        self.calls.append(("sum", np.asarray(x).nbytes))
+        return x
+
+    def gather(self, items):
+        self.calls.append(("gather", 64 * max(1, len(items))))  # small pickled lists
+        return list(items)
+
+
+def collectives_per_iteration(cfg: Config, iterations: int = 3):
+    """(collectives, bytes of one rank's parts) per iteration, counted on a short run."""
+    comm = CountingComm()
+    cfg.steps, cfg.eval_every = cfg.batch_steps * iterations, 0
+    tr = Trainer(cfg, None, quiet=True, comm=comm)
+    tr.train()
+    sizes = [b for _, b in comm.calls]
+    return len(sizes) / iterations, sizes, iterations
+
+
+def model(sizes: list[int], iterations: int, hosts: int) -> float:
+    """Seconds of collectives per iteration on ``hosts`` hosts (Allgather + local sum)."""
+    per = [math.ceil(math.log2(hosts)) * ALPHA + (hosts - 1) * m * BETA for m in sizes]
+    return sum(per) / iterations
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--envs", nargs="+", default=["Hopper-v4", "ALE/Pong-v5"])
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--steps", type=int, nargs="+", default=[40_960, 20_000], help="training steps per env")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    import run
+
+    lines = ["# Scaling over MPI ranks", "",
+             f"{machine()}. Command: `python bench/scaling.py --envs {' '.join(args.envs)} --ranks "
+             f"{' '.join(map(str, args.ranks))} --steps {' '.join(map(str, args.steps))} --repeats {args.repeats}`. "
+             f"Medians of {args.repeats}; (a) and (c) interleaved.", "",
+             "| env | ranks | (a) random steps/s, all copies | (c) training steps/s | c/a | c / (c with 1 rank) "
+             "| collectives (rank 0) | iterations |", "|---|---|---|---|---|---|---|---|"]
+    models = []
+    for env_id, steps in zip(args.envs, args.steps):
+        cfg = run.build_config(run.parse_args(["--env", env_id]))
+        res = {}
+        for _ in range(args.repeats):
+            for r in args.ranks:
+                res.setdefault(r, []).append((random_rate(cfg, min(steps, 20_000), r), *training(env_id, steps, r, [])))
+        base = None
+        for r in args.ranks:
+            a, c, share, iters = (float(np.median([x[i] for x in res[r]])) for i in range(4))
+            base = base or c
+            print(f"{env_id} ranks {r}: random {a:,.0f}/s, training {c:,.0f}/s ({c / a:.2f}), "
+                  f"collectives {share:.1%}", flush=True)
+            lines.append(f"| {env_id} | {r} | {a:,.0f} | {c:,.0f} | {c / a:.2f} | {c / base:.2f} | {share:.1%} | "
+                         f"{iters:.0f} |")
+        # the model: one host's iteration (1-rank training) plus the collectives on P hosts
+        n, sizes, iters = collectives_per_iteration(run.build_config(run.parse_args(["--env", env_id])))
+        t_iter = cfg.batch_steps / base
+        for hosts in (16, 64):
+            t_comm = model(sizes, iters, hosts)
+            models.append(f"| {env_id} | {hosts} | {n:.0f} | {np.sum(sizes) / iters / 1e3:,.0f} kB | "
+                          f"{t_iter * 1e3:,.0f} ms | {t_comm * 1e3:,.1f} ms | **{t_comm / (t_iter + t_comm):.1%}** |")
+    lines += ["", "Model of the collectives on P hosts, weak scaling (each host samples the batch of one machine "
+              f"and takes part in every sum): α = {ALPHA * 1e6:.0f} µs per message, β = 1/{1 / BETA / 1e9:.2f} GB/s; "
+              "an Allgather of m bytes from each host costs ⌈log₂P⌉·α + (P − 1)·m·β. Collectives and bytes per "
+              "iteration are counted on a short one-process run.", "",
+              "| env | hosts P | collectives / iteration | bytes / iteration (one rank) | compute / iteration (1 host) "
+              "| collectives / iteration (model) | share |", "|---|---|---|---|---|---|---|"] + models
+    write_result("scaling.md", lines)
+
+
+if __name__ == "__main__":
+    main()
