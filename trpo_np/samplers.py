@@ -47,7 +47,11 @@ class Paths:
     final_idx: tuple            # (t_m, e_m) of those truncations
     raw_obs: np.ndarray | None  # (T·E, obs_dim) raw observations for the normalizer, or None
     episodes: list = field(default_factory=list)  # (return, length) of episodes that ended
-    reward_scale: float | None = None  # rewards were multiplied by this (None: not scaled)
+    # The scale the rewards were multiplied by, where V must be converted to it (the vine, whose Q̂
+    # adds V's bootstrap to rewards of this batch); None: V is used in the unit it was fitted in.
+    # Single path leaves it None: converting V lowered Hopper-v4 from 2,970 ± 500 to 2,494 ± 649
+    # (1M steps, seeds 0-4, bench/results/learning-Hopper-v4-single*.md).
+    reward_scale: float | None = None
 
     @property
     def steps(self) -> int:
@@ -144,17 +148,17 @@ class SinglePathSampler:
             rew_te[t], term_te[t], trunc_te[t] = rew, term, trunc
             if done.any():
                 for e in np.flatnonzero(done):
-                    episodes.append((float(self.ep_ret[e]), int(self.ep_len[e])))
                     if trunc[e] and not term[e]:
                         final_obs.append(info["final_obs"][e])
                         final_t.append(t)
                         final_e.append(e)
-                self.ep_ret[done] = 0.0
-                self.ep_len[done] = 0
+                over = info["game_over"]  # whole episodes (Atari --life-loss: whole games) are logged
+                episodes += [(float(self.ep_ret[e]), int(self.ep_len[e])) for e in np.flatnonzero(over)]
+                self.ep_ret[over] = 0.0
+                self.ep_len[over] = 0
             obs_n = self.normalize(self.obs)
         final = (self.normalize(np.stack(final_obs)) if final_obs
                  else np.zeros((0,) + obs_n.shape[1:], dtype=obs_n.dtype))
-        scale = None if self.reward_scaler is None else self.reward_scaler.scale()
         return Paths(obs_te, act_te, logp_te, rew_te, term_te, trunc_te, obs_n, final,
                      (np.array(final_t, dtype=np.intp), np.array(final_e, dtype=np.intp)),
-                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes, scale)
+                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes)
