@@ -58,6 +58,8 @@ def test_preprocessed_frame_is_resized_max_of_last_two_raw_frames():
                    full_action_space=False, obs_type="grayscale")
     env.reset(seed=3)
     raw.reset(seed=3)
+    for _ in range(skip):  # PressFire: Pong's second action is FIRE, pressed once after a reset
+        raw.step(1)
     actions = np.random.default_rng(3).integers(env.action_space.n, size=60)
     max_mattered = 0
     for a in actions:
@@ -81,7 +83,8 @@ def test_same_seed_same_trajectory_and_seeds_vary_noops():
     assert_same_rollout(runs[0], runs[1])
 
     env = make_atari_env(PONG)
-    noops = {env.reset(seed=s)[1]["episode_frame_number"] for s in range(6)}
+    frames = {env.reset(seed=s)[1]["episode_frame_number"] for s in range(6)}
+    noops = {n - 4 for n in frames}  # after the noops, PressFire's FIRE takes one step of 4 frames
     assert len(noops) > 1 and all(1 <= n <= 30 for n in noops)  # noop starts differ with the seed
 
 
@@ -210,3 +213,40 @@ def test_vector_envs(vector_cls):
         assert trunc.all() and "raw_reward" in info
     finally:
         envs.close()
+
+
+def test_fire_is_pressed_at_reset_and_after_a_lost_life():
+    """Breakout needs FIRE to serve: a policy that only plays NOOP still ends the game (five lost
+    lives) long before the time limit, instead of waiting with the ball out of play."""
+    env = make_atari_env("ALE/Breakout-v5")
+    env.reset(seed=0)
+    for t in range(3000):
+        _, _, terminated, truncated, _ = env.step(0)
+        if terminated or truncated:
+            break
+    assert terminated and not truncated and t < 3000 and env.unwrapped.ale.lives() == 0
+
+
+def test_life_loss_episodes_are_logged_and_evaluated_as_whole_games():
+    """With --life-loss a lost life ends the learning episode but not the game: VectorEnv marks
+    only the game's end as game_over, and the evaluation plays whole games (the same returns as
+    without --life-loss)."""
+    from trpo_np.config import Config
+    from trpo_np.envs import VectorEnv
+    from trpo_np.evaluation import evaluate
+    from trpo_np.train import Trainer
+
+    venv = VectorEnv("ALE/Breakout-v5", 1, terminal_on_life_loss=True, max_episode_steps=5000)
+    venv.reset(seed=0)
+    ends = []
+    while not ends or not ends[-1]:
+        _, _, term, trunc, info = venv.step(np.zeros(1, dtype=int))
+        if term[0] or trunc[0]:
+            ends.append(bool(info["game_over"][0]))
+    venv.close()
+    assert ends == [False, False, False, False, True]
+    cfg = Config.for_env("ALE/Breakout-v5")
+    tr = Trainer(cfg, None, quiet=True)
+    whole = evaluate(cfg, tr.policy, None, 2, seed=7)
+    cfg.atari["terminal_on_life_loss"] = True
+    assert evaluate(cfg, tr.policy, None, 2, seed=7) == whole

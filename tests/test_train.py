@@ -71,6 +71,7 @@ def test_different_seeds_differ(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
     (["--env", "ALE/Pongg-v5"], "Pongg"),
+    (["--env", "ALE/Pong-v4"], "unknown Atari environment 'ALE/Pong-v4'"),
     (["--env", "Blackjack-v1"], "unsupported observation space"),
     (["--env", "CartPole-v1", "--batch-steps", "0"], "--batch-steps must be positive"),
     (["--env", "CartPole-v1", "--max-kl", "-0.01"], "--max-kl must be positive"),

@@ -14,10 +14,14 @@ gymnasium's AtariPreprocessing (noop starts, frame skip, max-pool, gray, resize)
 FrameStackObservation do most of this; the wrappers here add the rest:
 
 - ChannelsLast: FrameStackObservation gives (stack, H, W); the agent gets (H, W, stack).
+- PressFire: in games whose second action is FIRE (Breakout, ...), FIRE is pressed after a reset
+  and after each lost life, as a human presses it to serve: otherwise a deterministic policy
+  that never chooses FIRE waits until the time limit (27,000 steps) with the ball not in play.
 - ClipReward: the learning reward is sign(r); info["raw_reward"] = r every step.
 - EpisodicLife (terminal_on_life_loss=True): a lost life ends the learning episode
   (terminated=True) but not the game: the following reset() only starts a new learning
-  episode from the current frame, unless the game is over. (AtariPreprocessing's own flag would restart the game at every lost life.)
+  episode from the current frame, unless the game is over. info["life_lost"] says that an
+  episode ended by a lost life only, so that scores can still be summed over whole games. (AtariPreprocessing's own flag would restart the game at every lost life.)
 - StickyActions (sticky_actions=p > 0): each raw frame repeats the previous frame's action
   with probability p (Machado et al. 2018, Sec. 5). ALE has this built in, but its
   cloneState(include_rng=True) does not save the previous action, so a restored emulator does
@@ -105,6 +109,8 @@ def make_atari_env(
         env = StickyActions(env, sticky_actions)
     env = AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip,
                              screen_size=frame_size, terminal_on_life_loss=False)
+    if "FIRE" in env.unwrapped.get_action_meanings()[1:2]:
+        env = PressFire(env)                   # below the time limit: a FIRE press is no decision
     if max_episode_steps is not None:
         env = TimeLimit(env, max_episode_steps)
     env = ClipReward(env, clip_rewards)
@@ -127,8 +133,8 @@ def _check_atari_id(env_id: str) -> None:
         raise ValueError(f"not an Atari environment id {env_id!r}; {hint()}")
     try:
         spec = gym.spec(env_id)
-    except gym.error.UnregisteredEnv as err:  # NameNotFound, VersionNotFound, NamespaceNotFound
-        raise ValueError(f"unknown Atari environment {env_id!r}; {hint()}") from err
+    except gym.error.Error as err:  # NameNotFound, VersionNotFound, DeprecatedEnv (ALE/Pong-v4), ...
+        raise ValueError(f"unknown Atari environment {env_id!r} ({err}); {hint()}") from err
     try:
         rom_path = roms.get_rom_path(spec.kwargs["game"])   # None: a ROM ale-py does not support
     except OSError as err:  # ROM directory or file missing, bad hash
@@ -163,6 +169,37 @@ class StickyActions(gym.Wrapper):
     def restore(self, saved) -> None:
         self.last_action, rng_state = saved
         self.rng.bit_generator.state = copy.deepcopy(rng_state)
+
+
+class PressFire(gym.Wrapper):
+    """FIRE (action 1) after reset and after each lost life that does not end the game."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self.env.reset(seed=seed, options=options)
+        obs, _, terminated, truncated, info = self.env.step(1)
+        if terminated or truncated:  # (a game over within one step: start again, no FIRE)
+            obs, info = self.env.reset(options=options)
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()
+        if lives < self.lives and not (terminated or truncated):  # serve again
+            obs, r, terminated, truncated, info = self.env.step(1)
+            reward += r
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def save(self):
+        return self.lives
+
+    def restore(self, saved) -> None:
+        self.lives = saved
 
 
 class ClipReward(gym.Wrapper):
@@ -203,8 +240,9 @@ class EpisodicLife(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.game_over = terminated or truncated
         lives = self.env.unwrapped.ale.lives()
-        life_lost = 0 < lives < self.lives  # at 0 lives the game itself ends
+        life_lost = 0 < lives < self.lives and not self.game_over  # at 0 lives the game itself ends
         self.lives, self.last_obs = lives, obs
+        info["life_lost"] = life_lost
         return obs, reward, terminated or life_lost, truncated, info
 
     def save(self):
@@ -275,7 +313,7 @@ def _wrappers(env: gym.Env) -> list[gym.Wrapper]:
 
 
 def _save_wrapper(w: gym.Wrapper):
-    if isinstance(w, (StickyActions, EpisodicLife)):
+    if isinstance(w, (StickyActions, PressFire, EpisodicLife)):
         return w.save()
     if isinstance(w, AtariPreprocessing):  # obs_buffer holds the frames of the last step
         return [buf.copy() for buf in w.obs_buffer], w.lives, w.game_over
@@ -289,7 +327,7 @@ def _save_wrapper(w: gym.Wrapper):
 
 
 def _restore_wrapper(w: gym.Wrapper, saved) -> None:
-    if isinstance(w, (StickyActions, EpisodicLife)):
+    if isinstance(w, (StickyActions, PressFire, EpisodicLife)):
         w.restore(saved)
     elif isinstance(w, AtariPreprocessing):
         buffers, w.lives, w.game_over = saved

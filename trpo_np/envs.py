@@ -52,7 +52,9 @@ class VectorEnv:
     ``step``; its reset observation is returned and the episode's last observation is in
     ``info["final_obs"]`` (rows valid where an episode ended). ``info["raw_reward"]`` is the env's
     own ``info["raw_reward"]`` where it reports one (the Atari wrappers, whose rewards are
-    clipped), else the reward. ``reset(seed=s)`` gives copy i the seed s + i.
+    clipped), else the reward. ``info["game_over"]`` marks the episodes that really ended: all
+    ends, except an Atari learning episode ended by a lost life only (``--life-loss``), whose game
+    goes on. ``reset(seed=s)`` gives copy i the seed s + i.
     tests/test_envs.py checks all of it against ``SyncVectorEnv``. Sampling on several cores:
     :mod:`trpo_np.parallel`."""
 
@@ -82,15 +84,17 @@ class VectorEnv:
         n = self.num_envs
         obs, final = self._empty_obs(), self._empty_obs()
         rew, raw, term, trunc = np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
+        game_over = np.zeros(n, bool)
         for i, env in enumerate(self.envs):
             o, r, te, tr, info = env.step(actions[i])
             rew[i], term[i], trunc[i] = r, te, tr
             raw[i] = info.get("raw_reward", r)
             if te or tr:
+                game_over[i] = not info.get("life_lost", False)
                 final[i] = o
                 o = env.reset()[0]
             obs[i] = o
-        return obs, rew, term, trunc, {"final_obs": final, "raw_reward": raw}
+        return obs, rew, term, trunc, {"final_obs": final, "raw_reward": raw, "game_over": game_over}
 
     def close(self) -> None:
         for env in self.envs:

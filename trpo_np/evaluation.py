@@ -13,10 +13,12 @@ from .policy import Policy
 def evaluate(cfg: Config, policy: Policy, obs_rms, episodes: int, seed: int, video: str | None = None,
              ranks: tuple[int, int] = (0, 1)) -> list[float]:
     """Deterministic (mean-action / argmax) episodes on a separate env copy with the frozen
-    normalizer; raw (unscaled, unclipped) returns. Episode i starts from ``reset(seed=seed + i)``.
+    normalizer; raw (unscaled, unclipped) returns of whole episodes (Atari: whole games, also
+    when training ends learning episodes at a lost life). Episode i starts from ``reset(seed=seed + i)``.
     ``ranks = (rank, size)``: play only the episodes i with i mod size = rank (the trainer joins
     the ranks' returns). Optionally writes the first episode as mp4."""
-    env = make_env(cfg.env, render_mode="rgb_array" if video else None, **cfg.atari)
+    atari = {k: v for k, v in cfg.atari.items() if k != "terminal_on_life_loss"}  # play whole games
+    env = make_env(cfg.env, render_mode="rgb_array" if video else None, **atari)
     clip = (env.action_space.low, env.action_space.high) if isinstance(env.action_space, gym.spaces.Box) else None
     writer, returns = None, []
     try:

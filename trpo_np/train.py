@@ -58,6 +58,7 @@ class RunSeeds:
 
 
 # -- construction ------------------------------------------------------------------------------
+IMAGE_CHUNK = 16384
 def make_spaces(cfg: Config):
     """The env's spaces; for the vine method also checks that its state can be restored, so that
     a bad combination fails before a run directory is written."""
@@ -118,9 +119,10 @@ class Trainer:
         obs_space, act_space = make_spaces(cfg)
         check_spaces(cfg.env, obs_space, act_space)
         self.image = is_image_space(obs_space)
-        # Image batches go through the update in chunks: at most ~3 GB of im2col columns at once.
-        self.chunk = cfg.chunk or (16384 if self.image else None)
+        # Image batches go through the networks in chunks of IMAGE_CHUNK states (measured, see there).
+        self.chunk = cfg.chunk or (IMAGE_CHUNK if self.image else None)
         self.policy, self.vf = build_networks(cfg, obs_space, act_space, self.seeds.generator("init"))
+        self.vf.chunk = self.chunk or self.vf.chunk
         use_norm = cfg.normalize_obs and not self.image
         self.obs_rms = RunningMeanStd(obs_space.shape) if use_norm else None
         self.reward_scaler = RewardScaler(self.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None

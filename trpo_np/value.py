@@ -79,10 +79,11 @@ class ValueFunction:
     """V(s) = net(s); inputs are observations already normalized and cast by the caller."""
 
     def __init__(self, net: Sequential, lr: float = 1e-3, epochs: int = 10, minibatch: int = 128,
-                 obs_scale: float = 1.0):
+                 obs_scale: float = 1.0, chunk: int = 4096):
         if net.out_shape != (1,):
             raise ValueError(f"value network must output (1,), got {net.out_shape}")
         self.net, self.epochs, self.minibatch, self.obs_scale = net, int(epochs), int(minibatch), obs_scale
+        self.chunk = int(chunk)  # states per pass in predict
         self.adam = Adam(net.size, lr=lr, dtype=net.dtype)
         self.unit = None  # reward scale of the targets of the last fit (None: unscaled or not fitted)
 
@@ -94,9 +95,10 @@ class ValueFunction:
         x = obs.astype(self.net.dtype, copy=False)
         return x * self.net.dtype.type(self.obs_scale) if self.obs_scale != 1.0 else x
 
-    def predict(self, obs, chunk: int = 4096) -> np.ndarray:
+    def predict(self, obs) -> np.ndarray:
         """V for a batch of observations (n,) + obs_shape, evaluated in chunks to bound memory."""
-        out = [self.net(self._x(obs[i:i + chunk]))[:, 0] for i in range(0, len(obs), chunk)]
+        c = self.chunk
+        out = [self.net(self._x(obs[i:i + c]))[:, 0] for i in range(0, len(obs), c)]
         return np.concatenate(out) if out else np.zeros(0, dtype=self.net.dtype)
 
     def fit(self, obs, target_n, rng: np.random.Generator, unit: float | None = None,
