@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from trpo_np.config import Config  # noqa: E402
 from trpo_np.envs import VectorEnv  # noqa: E402
-from trpo_np.parallel import Comm, split  # noqa: E402
+from trpo_np.parallel import Comm, find_mpiexec, split  # noqa: E402
 from trpo_np.train import Trainer  # noqa: E402
 
 # Interconnect for the model: α = 10 µs per message (a switched 10-25 GbE cluster; MPI over
@@ -73,7 +73,7 @@ def training(env_id: str, steps: int, ranks: int, extra: list[str]) -> tuple[flo
     """(c): (env steps/s of the training loop, share of it in collectives, iterations)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "run")
-        cmd = ["mpiexec", "-n", str(ranks), sys.executable, os.path.join(ROOT, "run.py"), "--env", env_id,
+        cmd = [find_mpiexec(), "-n", str(ranks), sys.executable, os.path.join(ROOT, "run.py"), "--env", env_id,
                "--steps", str(steps), "--eval-every", "0", "--quiet", "--out", out] + extra
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         with open(os.path.join(out, "progress.csv"), newline="") as f:

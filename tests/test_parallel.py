@@ -4,7 +4,6 @@ hard time limit (a hang fails the test instead of blocking the suite)."""
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,14 +12,14 @@ import pytest
 
 import run
 from trpo_np.distributions import Categorical, DiagGaussian
-from trpo_np.parallel import split
+from trpo_np.parallel import find_mpiexec, split
 from trpo_np.rundir import WALL_CLOCK
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 try:
-    import mpi4py  # noqa: F401
-    HAVE_MPI = shutil.which("mpiexec") is not None
+    import mpi4py  # noqa: F401  (the test extra installs it; without it these tests are skipped)
+    HAVE_MPI = True
 except ImportError:
     HAVE_MPI = False
 needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs the mpi extra: pip install -e '.[mpi]'")
@@ -47,7 +46,7 @@ def test_two_ranks_compute_the_one_process_values(check):
     """g, F v, the line search's values, the value fit and the normalizer from 2 ranks equal the
     one-process values on the joined data (float64, to rounding); a 2-rank vine batch is the
     1-rank batch (tests/mpi_checks.py)."""
-    out = subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.join(ROOT, "tests", "mpi_checks.py"), check],
+    out = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, os.path.join(ROOT, "tests", "mpi_checks.py"), check],
                          capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert out.returncode == 0 and f"ok {check}" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
 

@@ -36,7 +36,7 @@ class Config:
     backtrack_coef: float = 0.8
     max_backtracks: int = 10
     fvp_fraction: float = 1.0           # fraction of states used for F v (paper App. C: 0.1 on Atari)
-    chunk: int = 0                      # states per network pass in the update (0: all; images: 16384)
+    chunk: int = 0                      # states per network pass in the update (0: all; images: 256)
     gamma: float = 0.99
     lam: float = 0.95
     hidden: tuple = (64, 64)

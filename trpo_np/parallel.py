@@ -132,9 +132,15 @@ def world() -> Comm:
     return MPIComm(MPI.COMM_WORLD)
 
 
+def find_mpiexec() -> str | None:
+    """The mpiexec of this Python environment (the mpich wheel installs it beside python), else PATH's."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.access(here, os.X_OK) else shutil.which("mpiexec")
+
+
 def mpiexec_command(ranks: int, argv: list[str]) -> list[str]:
     """``mpiexec -n ranks <this python> argv...``: how ``--ranks N`` starts the run on this machine."""
-    exe = shutil.which("mpiexec")
+    exe = find_mpiexec()
     if exe is None:
         raise RuntimeError("--ranks needs MPI: pip install -e \".[mpi]\" (mpi4py and mpich) and make sure "
                            "mpiexec is on PATH")

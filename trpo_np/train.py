@@ -58,7 +58,11 @@ class RunSeeds:
 
 
 # -- construction ------------------------------------------------------------------------------
-IMAGE_CHUNK = 16384
+# States per network pass for image batches (policy and value). Measured on a 20,000-step Pong
+# update (bench/results/atari-update.md): 256 states 23.0 s and 0.75 GB peak, 1,024 25.8 s,
+# 16,384 33.7 s and 6.05 GB; above ~256 the im2col columns (100 kB a state for conv1) outgrow
+# malloc's reuse and every pass page-faults them in again (system time 2.2 s -> 13.8 s).
+IMAGE_CHUNK = 256
 def make_spaces(cfg: Config):
     """The env's spaces; for the vine method also checks that its state can be restored, so that
     a bad combination fails before a run directory is written."""
