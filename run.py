@@ -154,8 +154,16 @@ def main(argv=None) -> int:
             say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
     except (ValueError, EnvError, RunError, ShapeError, RuntimeError) as e:
-        if comm.rank == 0:  # every rank meets the same error here: one line is enough
+        if comm.size == 1:
             print(f"run.py: error: {e}", file=sys.stderr)
+            return 2
+        # Every rank usually meets the same error here: rank 0 says it and ends all ranks. An error
+        # of one other rank alone is said by that rank after a moment, so that no rank waits forever.
+        if comm.rank > 0:
+            import time
+            time.sleep(2)
+        print(f"run.py: error: {e}" + (f" (rank {comm.rank})" if comm.rank else ""), file=sys.stderr, flush=True)
+        comm.abort(2)
         return 2
     try:
         last = trainer.train()

@@ -91,3 +91,14 @@ def test_an_error_on_one_rank_ends_every_rank_with_one_line(tmp_path, capfd):
     ours = [line for line in err.splitlines() if line.startswith("run.py: error:")]
     assert len(ours) == 1 and "non-finite value (NaN or inf)" in ours[0] and "holds iteration 1" in ours[0], err
     assert len(progress(out)) == 1
+
+
+@needs_mpi
+def test_a_setup_error_under_mpi_is_one_line_and_ends_every_rank(tmp_path, capfd):
+    """Met by every rank (here: a non-empty --out): rank 0 says it once, exit status 2, no hang."""
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    code = run.main(["--env", "CartPole-v1", "--ranks", "2", "--out", str(tmp_path / "taken"), "--quiet"])
+    err = capfd.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("run.py: error:")]
+    assert code == 2 and len(ours) == 1 and "exists and is not empty" in ours[0], err
