@@ -167,7 +167,7 @@ def test_derivatives_at_theta_old_refuse_a_moved_theta(make):
     act, logp_old = pol.act(obs, np.random.default_rng(1))
     batch = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, np.ones(len(obs))))
     v = np.random.default_rng(2).standard_normal(pol.size)
-    fv, (L, g) = batch.fvp(v), batch.loss_and_grad()
+    fv, (_, g) = batch.fvp(v), batch.loss_and_grad()
     batch.evaluate(batch.theta_old + 0.1 * v)
     with pytest.raises(RuntimeError, match="θ_old"):
         batch.fvp(v)

@@ -3,7 +3,6 @@
 import csv
 import os
 
-import gymnasium as gym
 import numpy as np
 import pytest
 

@@ -299,7 +299,7 @@ class VineSampler:
         act, logp = self.policy.act(np.repeat(obs_n, K, axis=0), None, noise=noise[rows])  # a_k ~ π_old(·|s_n)
         return act.reshape((n, K) + act.shape[1:]), logp.reshape(n, K).astype(np.float64)
 
-    def _branches(self, states: list, act_nk: np.ndarray, scale: float | None, N: int, mine: np.ndarray):
+    def _branches(self, states: list, act_nk: np.ndarray, scale: float, N: int, mine: np.ndarray):
         """Q̂_nk for every (s_n, a_nk) of this rank, states_per_group rollout states at a time,
         with the rewards multiplied by the trunk's frozen ``scale``; the K branches of a state
         share one noise sequence (common random numbers)."""
@@ -317,8 +317,8 @@ class VineSampler:
             states_b = [states[r] for r in rows for _ in range(K)]
             act_b = act_nk[rows].reshape((len(rows) * K,) + act_nk.shape[2:])
             q_b, steps = rollout_branches(self.branch_envs, states_b, act_b, noise, self.policy, T, self.gamma,
-                                          self.trunk_sampler.normalize, self.vf, 1.0 if scale is None else scale,
-                                          self.vf.rescale(scale), self.kind)
+                                          self.trunk_sampler.normalize, self.vf, scale, self.vf.rescale(scale),
+                                          self.kind)
             q_nk[rows] = q_b.reshape(len(rows), K)
             total += steps
         return q_nk, total
