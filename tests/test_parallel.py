@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-import run
+from trpo_np import cli as run
 from trpo_np.distributions import Categorical, DiagGaussian
 from trpo_np.parallel import find_mpiexec, split
 from trpo_np.rundir import WALL_CLOCK

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-import run
+from trpo_np import cli as run
 from trpo_np.config import Config
 from trpo_np.evaluation import evaluate
 from trpo_np.rundir import WALL_CLOCK
