@@ -27,7 +27,7 @@ single_threaded_blas()
 
 import numpy as np  # noqa: E402
 
-import run  # noqa: E402
+from trpo_np import cli as run  # noqa: E402
 from trpo_np.envs import VectorEnv  # noqa: E402
 from trpo_np.train import Trainer  # noqa: E402
 

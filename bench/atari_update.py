@@ -53,7 +53,7 @@ def forward_flops(net) -> tuple[float, float]:
 
 def one(env_id: str, steps: int, chunk: int) -> dict:
     """Sample a seeded batch, time one update with ``chunk`` (in this process)."""
-    import run
+    from trpo_np import cli as run
     from trpo_np.train import Trainer
 
     cfg = run.build_config(run.parse_args(["--env", env_id]))

@@ -120,7 +120,7 @@ def main():
     p.add_argument("--steps", type=int, nargs="+", default=[40_960, 20_000], help="training steps per env")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    import run
+    from trpo_np import cli as run
 
     lines = ["# Scaling over MPI ranks", "",
              f"{machine()}. Command: `python bench/scaling.py --envs {' '.join(args.envs)} --ranks "
