@@ -222,3 +222,33 @@ def test_bad_input_errors_name_layer_and_shapes():
         Conv2d((3, 3, 1), 2, kernel=5)
     with pytest.raises(ValueError, match="activation"):
         mlp(2, (3,), 1, activation="sigmoid")
+
+
+def test_conv_passes_do_not_depend_on_the_block_size(rng, monkeypatch):
+    """Conv2d runs over blocks of BLOCK_BYTES of columns: forward, backward and jvp with blocks of
+    one state each equal the passes over the whole batch in one block (float64: to round-off)."""
+    import trpo_np.nn as nn
+
+    net = atari_cnn((20, 20, 3), 4, dtype=np.float64).init(rng)
+    net.theta += 0.1 * rng.standard_normal(net.size)
+    x, v = rng.standard_normal((5, 20, 20, 3)), rng.standard_normal(net.size)
+
+    def passes():
+        y, caches = net.forward(x)
+        return y, net(x), net.backward(np.cos(y), caches), net.jvp(v, caches)
+
+    whole = passes()
+    monkeypatch.setattr(nn, "BLOCK_BYTES", 1)  # one state per block
+    for a, b in zip(whole, passes()):
+        assert rel_error(a, b) < 1e-13
+
+
+def test_call_equals_forward_and_leaves_the_input_alone(rng):
+    """``net(x)`` (no caches, temporaries overwritten in place) gives forward's output and does not
+    write into x, also when the first layer is an activation."""
+    for net, x in [(atari_cnn((12, 12, 2), 3, dtype=np.float64).init(rng), rng.standard_normal((3, 12, 12, 2))),
+                   (Sequential([ReLU((4,)), Dense((4,), 2), Tanh((2,))], np.float64).init(rng),
+                    rng.standard_normal((6, 4)))]:
+        x0 = x.copy()
+        assert rel_error(net(x), net.forward(x)[0]) < 1e-14
+        assert np.array_equal(x, x0)

@@ -194,3 +194,25 @@ def test_deterministic_act_is_the_mode():
     pol, obs = mlp_gaussian()
     a, _ = pol.act(obs, np.random.default_rng(0), deterministic=True)
     assert np.allclose(a, pol.params(pol.preprocess(obs))[0][0])
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_sampler_keeps_pi_old_parameters_of_its_states(env_id):
+    """The single-path sampler keeps π_old's distribution parameters from acting (the update's
+    θ_old forward pass is skipped); they equal a fresh pass over the batch's states."""
+    from trpo_np.config import Config
+    from trpo_np.train import Trainer
+
+    cfg = Config.for_env(env_id)
+    cfg.num_envs = 2
+    tr = Trainer(cfg, None, quiet=True)
+    sampler = tr.make_sampler()
+    paths = sampler.sample(64).paths
+    sampler.close()
+    pol = tr.policy
+    fresh, _ = pol.params(pol.preprocess(paths.flat(paths.obs_te)))
+    assert len(paths.p_old[0]) == paths.steps
+    for kept, new in zip(paths.p_old, fresh):
+        np.testing.assert_allclose(kept, new, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pol.dist.logp(paths.p_old, paths.flat(paths.act_te)), paths.logp_te.reshape(-1),
+                               rtol=1e-5, atol=1e-5)

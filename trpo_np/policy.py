@@ -60,14 +60,16 @@ class Policy:
             bad = np.argwhere(~np.isfinite(obs.reshape(len(obs), -1)))[0]
             raise ValueError(f"policy: observation {bad[0]} of the batch has a non-finite value "
                              f"(NaN or inf) at feature {bad[1]}; check the environment")
-        x = obs.astype(self.dtype, copy=False)
-        return x * self.dtype.type(self.obs_scale) if self.obs_scale != 1.0 else x
+        if self.obs_scale != 1.0:  # cast and scale in one pass
+            return np.multiply(obs, self.dtype.type(self.obs_scale), dtype=self.dtype)
+        return obs.astype(self.dtype, copy=False)
 
     # -- distribution parameters and their derivatives ----------------------------------------
-    def params(self, x: np.ndarray):
-        """Preprocessed observations -> (distribution parameters p, network caches)."""
-        y, caches = self.net.forward(x)
-        return self.dist.params(y, self.shared), caches
+    def params(self, x: np.ndarray, caches: bool = True):
+        """Preprocessed observations -> (distribution parameters p, network caches); without
+        ``caches`` (None in their place) the network's faster pass for values alone."""
+        y, cache = self.net.forward(x) if caches else (self.net(x), None)
+        return self.dist.params(y, self.shared), cache
 
     def vjp(self, caches, dp, out: np.ndarray | None = None) -> np.ndarray:
         """Flat ∇_θ = Jᵀ dp from per-state cotangents ``dp`` of the distribution parameters: the
@@ -87,7 +89,7 @@ class Policy:
             noise: np.ndarray | None = None):
         """Actions and their log-probabilities for a batch of observations; the random numbers
         come from ``rng`` or, drawn beforehand with ``dist.noise``, from ``noise``."""
-        p, _ = self.params(self.preprocess(obs))
+        p, _ = self.params(self.preprocess(obs), caches=False)
         if deterministic:
             a = self.dist.mode(p)
             return a, self.dist.logp(p, a)
@@ -117,6 +119,7 @@ class Surrogate:
     act: np.ndarray           # (n,) + act_shape
     objective: Callable
     kl_obs: np.ndarray        # the states over which D̄_KL is bounded and F is taken
+    p_old: object = None      # π_old's parameters at obs if the sampler kept them (else computed)
 
 
 class TRPOBatch:
@@ -139,7 +142,8 @@ class TRPOBatch:
         self.kl_obs = surrogate.kl_obs
         self.chunk = int(chunk) if chunk else max(len(self.obs), len(self.kl_obs), 1)
         self.theta_old = policy.theta.copy()
-        p_obs = self._params(self.obs)  # at θ_old: log π_old(a|s), and π_old on the KL states
+        # At θ_old: log π_old(a|s), and π_old on the KL states; from the sampler where it kept them.
+        p_obs = self._params(self.obs) if surrogate.p_old is None else surrogate.p_old
         self.logp_old = policy.dist.logp(p_obs, self.act)
         self.p_old = p_obs if self.kl_obs is self.obs else self._params(self.kl_obs)
         n = len(self.kl_obs)
@@ -153,16 +157,16 @@ class TRPOBatch:
         self.f_chunks = list(self._passes(self.f_obs))  # (slice, p_old, caches at θ_old) per chunk
         self.n_kl, self.n_f = int(comm.sum(len(self.kl_obs))), int(comm.sum(len(self.f_obs)))  # of all ranks
 
-    def _passes(self, obs):
+    def _passes(self, obs, caches: bool = True):
         """(slice, distribution parameters, caches) per chunk of ``obs`` at the policy's θ (one
         empty pass for no states: a rank may hold none of the vine's rollout set)."""
         for i in range(0, max(len(obs), 1), self.chunk):
             sl = slice(i, min(i + self.chunk, len(obs)))
-            p, caches = self.policy.params(self.policy.preprocess(obs[sl]))
-            yield sl, p, caches
+            p, cache = self.policy.params(self.policy.preprocess(obs[sl]), caches)
+            yield sl, p, cache
 
     def _params(self, obs):
-        parts = [p for _, p, _ in self._passes(obs)]
+        parts = [p for _, p, _ in self._passes(obs, caches=False)]
         return type(parts[0]).join(parts)
 
     def _check_theta_old(self, what: str) -> None:

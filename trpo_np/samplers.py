@@ -52,6 +52,9 @@ class Paths:
     # Single path leaves it None: converting V lowered Hopper-v4 from 2,970 ± 500 to 2,494 ± 649
     # (1M steps, seeds 0-4, bench/results/learning-Hopper-v4-single*.md).
     reward_scale: float | None = None
+    # π_old's distribution parameters at obs_te's states, rows t·E + e, kept from acting: the
+    # update then needs no forward pass at θ_old (see policy.Surrogate.p_old).
+    p_old: object = None
 
     @property
     def steps(self) -> int:
@@ -76,7 +79,7 @@ class SinglePathBatch:
         adv_n = (adv_n - mean) / (np.sqrt(var) + 1e-8)
         obs_n = self.paths.flat(self.paths.obs_te)
         objective = single_path_objective(self.paths.logp_te.reshape(-1), adv_n, int(comm.sum(adv_n.size)))
-        return Surrogate(obs_n, self.paths.flat(self.paths.act_te), objective, kl_obs=obs_n)
+        return Surrogate(obs_n, self.paths.flat(self.paths.act_te), objective, kl_obs=obs_n, p_old=self.paths.p_old)
 
 
 class SinglePathSampler:
@@ -125,7 +128,7 @@ class SinglePathSampler:
         rew_te = np.empty((T, E), dtype=pol.dtype)
         term_te = np.zeros((T, E), dtype=bool)
         trunc_te = np.zeros((T, E), dtype=bool)
-        final_obs, final_t, final_e, episodes = [], [], [], []
+        final_obs, final_t, final_e, episodes, p_t = [], [], [], [], []
         for t in range(T):
             if on_step is not None:
                 on_step(t, obs_n)
@@ -133,7 +136,9 @@ class SinglePathSampler:
             if raw is not None:
                 raw[t] = self.obs
             noise = pol.dist.noise(self.rng, (self.num_envs_total,))[a:a + E]  # every copy's, this block's rows
-            act, logp = pol.act(obs_n, None, noise=noise)
+            p, _ = pol.params(pol.preprocess(obs_n), caches=False)
+            act, logp = pol.dist.sample_logp(p, None, noise)
+            p_t.append(p)
             if act_te is None:
                 act_te = np.empty((T,) + act.shape, dtype=act.dtype)
                 logp_te = np.empty((T, E), dtype=logp.dtype)
@@ -161,4 +166,5 @@ class SinglePathSampler:
                  else np.zeros((0,) + obs_n.shape[1:], dtype=obs_n.dtype))
         return Paths(obs_te, act_te, logp_te, rew_te, term_te, trunc_te, obs_n, final,
                      (np.array(final_t, dtype=np.intp), np.array(final_e, dtype=np.intp)),
-                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes)
+                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes,
+                     p_old=type(p_t[0]).join(p_t))

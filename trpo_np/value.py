@@ -92,8 +92,9 @@ class ValueFunction:
         return 1.0 if unit is None or self.unit is None else unit / self.unit
 
     def _x(self, obs):
-        x = obs.astype(self.net.dtype, copy=False)
-        return x * self.net.dtype.type(self.obs_scale) if self.obs_scale != 1.0 else x
+        if self.obs_scale != 1.0:  # cast and scale in one pass
+            return np.multiply(obs, self.net.dtype.type(self.obs_scale), dtype=self.net.dtype)
+        return obs.astype(self.net.dtype, copy=False)
 
     def predict(self, obs) -> np.ndarray:
         """V for a batch of observations (n,) + obs_shape, evaluated in chunks to bound memory."""

@@ -124,7 +124,7 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
             break
         idx = np.flatnonzero(alive)
         x = obs_b[idx] if normalize is None else normalize(obs_b[idx])
-        p, _ = policy.params(policy.preprocess(x))
+        p, _ = policy.params(policy.preprocess(x), caches=False)
         act[idx] = policy.dist.from_noise(p, noise_b[idx, t])  # action of step t + 1
     if vf is not None and boot_idx:
         x = np.stack(boot_obs)
