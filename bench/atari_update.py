@@ -5,8 +5,8 @@ memory, and the effective GFLOP/s beside a float32 GEMM (2048³) measured in the
 
 FLOPs are counted from the layer shapes: a forward pass costs 2·MACs; a backward pass twice that
 (the weight gradient and the input gradient, none for the first layer's input); a jvp about one
-forward pass. The update makes: π forward (θ_old), π forward + backward (g), π forward per line
-search trial, on the Fisher states (``fvp_fraction``) one forward plus (CG iterations + 1) × (jvp
+forward pass. The update makes (single path: π_old's outputs come from the sampler, no θ_old
+pass): π forward + backward (g), π forward per line search trial, on the Fisher states (``fvp_fraction``) one forward plus (CG iterations + 1) × (jvp
 + backward), V forward (GAE) and per value epoch V forward + backward.
 
     python bench/atari_update.py --env ALE/Pong-v5 --steps 20000 --chunks 256 512 1024 4096
@@ -69,7 +69,7 @@ def one(env_id: str, steps: int, chunk: int) -> dict:
     fv, fv1 = forward_flops(tr.vf.net)
     n, nf = batch.paths.steps, max(1, round(cfg.fvp_fraction * batch.paths.steps))
     cg = stats["cg_iters"] + 1
-    policy = n * (fp + (3 * fp - 2 * fp1) + fp * (1 + stats["backtracks"])) + nf * (fp + cg * (fp + 3 * fp - 2 * fp1))
+    policy = n * ((3 * fp - 2 * fp1) + fp * (1 + stats["backtracks"])) + nf * (fp + cg * (fp + 3 * fp - 2 * fp1))
     value = n * (fv + cfg.vf_epochs * (fv + 3 * fv - 2 * fv1))
     return dict(chunk=chunk, steps=n, wall=wall, user=r1.ru_utime - r0.ru_utime, sys=r1.ru_stime - r0.ru_stime,
                 rss_gb=r1.ru_maxrss / 1e6, gflop=(policy + value) / 1e3, kl=stats["kl"],
