@@ -155,3 +155,15 @@ def test_blas_threads_set_before_numpy_unless_given():
     assert env_after_import("import trpo_np; " + show) == ["1", "False"]
     assert env_after_import("import trpo_np; " + show, OPENBLAS_NUM_THREADS="2") == ["2", "False"]  # the opt-out
     assert env_after_import("import numpy, trpo_np; " + show) == ["None", "True"]  # too late: train() warns
+
+
+def test_module_colon_env_id_imports_the_module_that_registers_it():
+    from trpo_np.config import Config
+    from trpo_np.envs import make_env
+    from trpo_np.rundir import default_run_dir
+
+    env = make_env("tests.faulty_envs:NaNAfter-v0")  # registered when tests.faulty_envs is imported
+    assert env.spec.id == "NaNAfter-v0"
+    env.close()
+    assert os.path.basename(default_run_dir(Config(env="tests.faulty_envs:NaNAfter-v0"))).startswith(
+        "tests.faulty_envs_NaNAfter-v0-s0-")

@@ -161,7 +161,8 @@ def write_json(path: str, obj) -> None:
 
 
 def default_run_dir(cfg: Config) -> str:
-    return os.path.join("runs", f"{cfg.env.replace('/', '_')}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    env = cfg.env.replace("/", "_").replace(":", "_")  # ALE/Pong-v5, module:Env-v0
+    return os.path.join("runs", f"{env}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def create_run_dir(run_dir: str, cfg: Config) -> None:
