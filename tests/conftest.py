@@ -1,5 +1,5 @@
-"""Single-threaded BLAS for the tests, as run.py sets for training (see run.py): the networks are
-small and BLAS threads only add synchronization. Must run before numpy is imported.
+"""Single-threaded BLAS for the tests, as ``import trpo_np`` sets it (trpo_np/__init__.py): the
+networks are small and BLAS threads only add synchronization. Must run before numpy is imported.
 
 Also the ``rng`` fixture: a seeded np.random.Generator, new for every test."""
 

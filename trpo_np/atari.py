@@ -88,11 +88,13 @@ def make_atari_env(
     clip_rewards: bool = True,
     max_episode_steps: int | None = 27000,
     render_mode: str | None = None,
+    env_kwargs: dict | None = None,
 ) -> gym.Env:
     """Atari env whose observations are (frame_size, frame_size, stack) uint8, newest frame last.
 
     Rewards are sign(r) when clip_rewards (raw r in info["raw_reward"]). max_episode_steps counts agent steps
-    (None: no limit at all). Raises ValueError for an id that ale-py does not provide.
+    (None: no limit at all). env_kwargs: more keyword arguments of ALE's gym.make (e.g. mode,
+    difficulty). Raises ValueError for an id that ale-py does not provide.
     Safe as a factory for gymnasium.vector.SyncVectorEnv / AsyncVectorEnv.
     """
     _check_atari_id(env_id)
@@ -104,6 +106,7 @@ def make_atari_env(
         obs_type="grayscale",              # AtariPreprocessing reads ALE's gray screen itself
         max_num_frames_per_episode=0,      # 0 = no ALE frame limit; TimeLimit below counts agent steps
         render_mode=render_mode,
+        **(env_kwargs or {}),
     )
     if sticky_actions > 0:
         env = StickyActions(env, sticky_actions)

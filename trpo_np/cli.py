@@ -1,8 +1,14 @@
-"""The command line: train, resume or evaluate a TRPO agent (``python run.py`` / ``python -m trpo_np``).
+"""The command line: train, resume, evaluate or plot (``python run.py``, ``python -m trpo_np``,
+the ``trpo-np`` console script: the same program).
 
     python run.py --env Hopper-v4                      # train with the defaults (1M steps)
     python run.py --resume runs/Hopper-v4-s0-...       # continue an interrupted run
     python run.py --eval runs/.../checkpoint.npz --episodes 10 --video hopper.mp4
+    python -m trpo_np train --env Hopper-v4            # the same, with subcommands
+    python -m trpo_np eval runs/hopper --episodes 10   # a run directory or a checkpoint
+    python -m trpo_np plot runs/hopper-s* --out hopper.png
+
+The subcommand word is optional: without one, the flags train (or --resume, --eval) as before.
 
 Atari ids (ALE/Pong-v5) get the Atari defaults (CNN policy, larger batches, Fisher sub-sampling).
 Bad input prints one line ``run.py: error: ...`` and exits with status 2.
@@ -11,26 +17,39 @@ Bad input prints one line ``run.py: error: ...`` and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
 
-# The networks here are small (64-unit layers, 8-state sampling batches): multi-threaded BLAS
-# costs more in synchronization than it gains, and with the simulator in the same process (or
-# several runs side by side) it was measured 6x slower end to end on a 2-core machine.
-# Set OPENBLAS_NUM_THREADS yourself to override.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# Single-threaded BLAS is set by trpo_np/__init__.py, which runs before this module and numpy.
 
 # gymnasium flags the v4 MuJoCo tasks as out of date; they are the versions the literature reports.
 warnings.filterwarnings("ignore", message=".*is out of date.*")
 
 
+SUBCOMMANDS = ("train", "eval", "plot")
+
+
+def _prog(command: str = "") -> str:
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "run.py"
+    prog = "python -m trpo_np" if prog == "__main__.py" else prog
+    return f"{prog} {command}".strip()
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Trust Region Policy Optimization (Schulman et al. 2015) in NumPy. "
-                                "Defaults are for MuJoCo; ALE/ ids get the Atari defaults.")
+    from trpo_np import __version__
+
+    p = argparse.ArgumentParser(prog=_prog(), description="Trust Region Policy Optimization (Schulman et al. 2015) "
+                                "in NumPy. Defaults are for MuJoCo; ALE/ ids get the Atari defaults. Subcommands: "
+                                "[train] (these flags; the word is optional), eval CHECKPOINT, plot RUN... "
+                                "(each with --help).")
     a = p.add_argument
-    a("--env", help="gymnasium id, e.g. Hopper-v4, CartPole-v1, ALE/Pong-v5 (default Hopper-v4)")
+    a("--version", action="version", version=f"trpo_np {__version__}")
+    a("--env", help="gymnasium id, e.g. Hopper-v4, CartPole-v1, ALE/Pong-v5, or module:Env-v0 for an env that "
+      "the module registers when imported (default Hopper-v4)")
+    a("--env-kwargs", nargs="+", metavar="K=V", help="keyword arguments of gym.make, as key=value words (values "
+      "read as JSON) or one JSON object; saved in config.json, used again by --resume and --eval")
     a("--method", choices=["single", "vine"], help="sampler: single path or vine (default single)")
     a("--steps", type=int, help="total env steps, trunk and vine branches (default 1,000,000; Atari 10M)")
     a("--batch-steps", type=int, help="env steps per iteration (default 2048; Atari 5,000; vine N·K·T + 2,500)")
@@ -72,20 +91,15 @@ def parse_args(argv=None):
 
 def build_config(args):
     from trpo_np.atari import is_atari_id
-    from trpo_np.config import Config
+    from trpo_np.config import Config, make_config
 
     env = args.env or Config.env
-    cfg = Config.for_env(env)
-    for name in ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
-                 "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "cnn",
-                 "vf_epochs", "vf_lr", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
-                 "vine_horizon", "eval_every", "dtype", "seed"]:
-        v = getattr(args, name)
-        if v is not None:
-            setattr(cfg, name, v)
-    if cfg.method == "vine" and args.batch_steps is None:
-        # vine: N·K·T branch steps plus a trunk of 2,500 steps per iteration (see trpo_np/vine.py)
-        cfg.batch_steps = cfg.vine_states * cfg.vine_actions * cfg.vine_horizon + 2500
+    names = ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
+             "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "cnn",
+             "vf_epochs", "vf_lr", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
+             "vine_horizon", "eval_every", "dtype", "seed"]
+    env_kwargs = parse_env_kwargs(args.env_kwargs) if args.env_kwargs else None
+    cfg = make_config(env, env_kwargs=env_kwargs, **{name: getattr(args, name) for name in names})
     if args.hidden is not None:
         try:
             cfg.hidden = tuple(int(h) for h in args.hidden.split(","))
@@ -102,12 +116,78 @@ def build_config(args):
     return cfg
 
 
+def parse_env_kwargs(items: list[str]) -> dict:
+    """``--env-kwargs`` as a dict: one JSON object (``'{"g": 2.0}'``) or ``key=value`` words whose
+    values are read as JSON where they parse (``g=2.0 max_episode_steps=50``), else as strings."""
+    if len(items) == 1 and items[0].lstrip().startswith("{"):
+        try:
+            kwargs = json.loads(items[0])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--env-kwargs: not a JSON object: {items[0]!r} ({e})") from e
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--env-kwargs: not a JSON object: {items[0]!r}")
+        return kwargs
+    kwargs = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--env-kwargs takes key=value words or one JSON object, got {item!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
+def parse_eval_args(argv):
+    """``eval CHECKPOINT``: the arguments of ``--eval CHECKPOINT``."""
+    p = argparse.ArgumentParser(prog=_prog("eval"), description="Deterministic episodes of a trained agent.")
+    a = p.add_argument
+    a("eval", metavar="CHECKPOINT", help="a run directory or its checkpoint.npz")
+    a("--episodes", type=int, default=10, help="episodes (default 10)")
+    a("--video", metavar="FILE", help="write the first episode as .mp4 or .webm (MuJoCo needs MUJOCO_GL=egl headless)")
+    a("--seed", type=int, help="episode i starts from reset(seed=SEED+i) (default: the run's final-evaluation seed)")
+    a("--env", help="check that the checkpoint was trained on this env")
+    return p.parse_args(argv)
+
+
+def plot_main(argv) -> int:
+    """``plot RUN...``: learning curves into a PNG (trpo_np/plot.py)."""
+    from trpo_np.plot import plot_runs
+
+    p = argparse.ArgumentParser(prog=_prog("plot"), description="Evaluation and training return against env "
+                                "steps; runs of the same env and method are drawn as mean ± std across them. "
+                                "Needs matplotlib (pip install \"trpo_np[plot]\").")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or CSV files with env_steps and "
+                   "eval_return_mean columns (progress.csv, bench/results/curves/*.csv)")
+    p.add_argument("--out", help="the PNG to write (default RUN/curves.png for one run directory, else curves.png)")
+    p.add_argument("--title", help="figure title (default: the runs' names)")
+    args = p.parse_args(argv)
+    out = args.out or (os.path.join(args.runs[0], "curves.png") if len(args.runs) == 1 and os.path.isdir(args.runs[0])
+                       else "curves.png")
+    try:
+        plot_runs(args.runs, out, args.title)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
-    """Train, resume or evaluate; returns the exit status. Under ``mpiexec -n N`` every rank runs
-    this; rank 0 prints and writes the run directory."""
-    args = parse_args(argv)
+    """Train, resume, evaluate or plot; returns the exit status. Under ``mpiexec -n N`` every
+    rank runs this; rank 0 prints and writes the run directory."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    from trpo_np import parallel, train
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    if command == "plot":
+        return plot_main(argv[1:])
+    if command == "eval":
+        args = parse_eval_args(argv[1:])
+    else:
+        argv = argv[1:] if command == "train" else argv
+        args = parse_args(argv)
+    from trpo_np import parallel
+    from trpo_np.train import resume_run, start_run  # (trpo_np.train is the API's function)
     from trpo_np.envs import EnvError
     from trpo_np.nn import ShapeError
     from trpo_np.rundir import RunError, default_run_dir, load_config
@@ -139,7 +219,7 @@ def main(argv=None) -> int:
         if ranks > 1 and comm.size == 1:  # --ranks N (or resuming an N-rank run): start the N ranks
             return launch(parallel.mpiexec_command(ranks, ["-m", "trpo_np"] + argv))
         if args.resume:
-            trainer = train.resume_run(args.resume, args.steps, args.quiet, comm)
+            trainer = resume_run(args.resume, args.steps, args.quiet, comm)
             run_dir = args.resume
             if trainer.env_steps >= trainer.cfg.steps:
                 say(f"{run_dir}: already at {trainer.env_steps:,} of {trainer.cfg.steps:,} steps; "
@@ -148,7 +228,7 @@ def main(argv=None) -> int:
             say(f"resuming {run_dir} at iteration {trainer.iteration}, {trainer.env_steps:,} env steps", flush=True)
         else:
             run_dir = args.out or comm.bcast(default_run_dir(cfg))
-            trainer = train.start_run(cfg, run_dir, args.quiet, comm)
+            trainer = start_run(cfg, run_dir, args.quiet, comm)
             ranks = f", {comm.size} ranks" if comm.size > 1 else ""
             say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
@@ -199,10 +279,12 @@ def launch(command: list[str]) -> int:
 def evaluate_checkpoint(args) -> int:
     import numpy as np
     from trpo_np.config import Config
+    from trpo_np.envs import EnvError
     from trpo_np.evaluation import evaluate
-    from trpo_np.rundir import RunError, load_checkpoint
+    from trpo_np.rundir import RunError, checkpoint_path, load_checkpoint
     from trpo_np.train import Trainer
 
+    args.eval = checkpoint_path(args.eval)  # a run directory: its checkpoint.npz
     _, meta = load_checkpoint(args.eval)
     cfg = Config.from_json(meta["config"])
     cfg.ranks = 1  # an evaluation runs in one process
@@ -211,14 +293,16 @@ def evaluate_checkpoint(args) -> int:
     if args.episodes <= 0:
         raise ValueError(f"--episodes must be positive, got {args.episodes}")
     if args.video:
-        if not args.video.endswith(".mp4"):
-            raise ValueError(f"--video must name an .mp4 file, got {args.video!r}")
+        if not args.video.endswith((".mp4", ".webm")):
+            raise ValueError(f"--video must name an .mp4 or .webm file, got {args.video!r}")
         os.makedirs(os.path.dirname(os.path.abspath(args.video)), exist_ok=True)
     trainer = Trainer(cfg, run_dir=None, quiet=True)
     trainer.load(args.eval, weights_only=True)
     seed = trainer.seeds.env_seed("final_eval") if args.seed is None else args.seed
     try:
         rets = evaluate(cfg, trainer.policy, trainer.obs_rms, args.episodes, seed=seed, video=args.video)
+    except EnvError:  # e.g. the env's render package is missing: its own one line
+        raise
     except Exception as e:  # rendering back ends fail in many ways; say what to do
         if args.video and ("GL" in str(e) or "render" in str(e).lower() or isinstance(e, RuntimeError)):
             raise RunError(f"could not render a video ({e.__class__.__name__}: {e}); on a headless machine set "

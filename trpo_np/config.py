@@ -6,6 +6,7 @@ Defaults are for MuJoCo; ``Config.for_env(env_id)`` starts from the Atari defaul
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +57,7 @@ class Config:
     vine_actions: int = 4              # K: actions per state (all actions of a small discrete space)
     vine_horizon: int = 25             # T: branch length (then bootstrapped with V)
     atari: dict = field(default_factory=dict)  # frame_size, frame_skip, ... for make_atari_env
+    env_kwargs: dict = field(default_factory=dict)  # keyword arguments of gym.make(env, **env_kwargs)
 
     def validate(self) -> None:
         positive = ["steps", "batch_steps", "num_envs", "max_kl", "cg_iters", "max_backtracks",
@@ -77,6 +79,12 @@ class Config:
             raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.method not in ("single", "vine"):
             raise ValueError(f"--method must be 'single' or 'vine', got {self.method!r}")
+        if not isinstance(self.env_kwargs, dict) or not all(isinstance(k, str) for k in self.env_kwargs):
+            raise ValueError(f"--env-kwargs must be a mapping of names to values, got {self.env_kwargs!r}")
+        try:
+            json.dumps(self.env_kwargs)  # saved in config.json
+        except TypeError as e:
+            raise ValueError(f"--env-kwargs must be JSON values (numbers, strings, lists, ...): {e}") from e
         if not (isinstance(self.ranks, int) and 1 <= self.ranks <= self.num_envs):
             raise ValueError(f"--ranks must be between 1 and --num-envs ({self.num_envs}): each rank steps at "
                              f"least one env copy; got {self.ranks}")
@@ -100,3 +108,28 @@ class Config:
         d["hidden"] = tuple(d["hidden"])
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def make_config(env: str | None = None, **settings) -> Config:
+    """The settings of a new run, as the command line and :func:`trpo_np.train` build them: the
+    defaults for ``env`` (:meth:`Config.for_env`), then ``settings`` (Config field names; None
+    keeps the default; ``atari`` entries are added to the Atari defaults). The vine's batch is
+    sized for its branches (N·K·T + 2,500 trunk steps) unless ``batch_steps`` is given.
+    Not validated here: :meth:`Config.validate` (the Trainer calls it)."""
+    cfg = Config.for_env(env or Config.env)
+    names = {f.name for f in dataclasses.fields(Config)} - {"env"}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise TypeError(f"unknown setting(s) {', '.join(unknown)}; the settings are: {', '.join(sorted(names))}")
+    for name, v in settings.items():
+        if v is None:
+            continue
+        if name == "atari":
+            v = {**cfg.atari, **v}
+        elif name == "hidden":
+            v = tuple(v)
+        setattr(cfg, name, v)
+    if cfg.method == "vine" and settings.get("batch_steps") is None:
+        # vine: N·K·T branch steps plus a trunk of 2,500 steps per iteration (see trpo_np/vine.py)
+        cfg.batch_steps = cfg.vine_states * cfg.vine_actions * cfg.vine_horizon + 2500
+    return cfg

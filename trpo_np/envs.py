@@ -18,16 +18,25 @@ class EnvError(ValueError):
     """A user-facing problem with an environment id or space."""
 
 
-def make_env(env_id: str, render_mode: str | None = None, **atari_kwargs) -> gym.Env:
-    """gym.make with clear errors; Atari ids (``ALE/...``) get the DQN preprocessing."""
+def make_env(env_id: str, render_mode: str | None = None, env_kwargs: dict | None = None,
+             **atari_kwargs) -> gym.Env:
+    """gym.make with clear errors; Atari ids (``ALE/...``) get the DQN preprocessing.
+
+    ``env_kwargs`` go to ``gym.make(env_id, **env_kwargs)`` (``--env-kwargs``). An id
+    ``module:Env-v0`` imports ``module`` first (gymnasium's rule), which registers ``Env-v0``."""
+    env_kwargs = env_kwargs or {}
     if atari.is_atari_id(env_id):
-        return atari.make_atari_env(env_id, render_mode=render_mode, **atari_kwargs)
+        return atari.make_atari_env(env_id, render_mode=render_mode, env_kwargs=env_kwargs, **atari_kwargs)
     try:
-        env = gym.make(env_id, render_mode=render_mode)
+        env = gym.make(env_id, render_mode=render_mode, **env_kwargs)
     except gym.error.Error as e:
         raise EnvError(f"unknown environment id {env_id!r} ({e.__class__.__name__}: {e})") from e
     except ImportError as e:  # e.g. MuJoCo or Box2D missing
         raise EnvError(f"environment {env_id!r} needs a package that is not installed: {e}") from e
+    except TypeError as e:
+        if not env_kwargs:
+            raise
+        raise EnvError(f"{env_id} does not take --env-kwargs {env_kwargs} ({e})") from e
     check_spaces(env_id, env.observation_space, env.action_space)
     return env
 

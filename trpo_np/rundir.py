@@ -1,8 +1,12 @@
-"""Run directories: config.json, progress.csv and atomically written checkpoints.
+"""Run directories: config.json, progress.csv, monitor.csv, versions.json and atomically
+written checkpoints.
 
 Every iteration appends one flushed row to ``progress.csv`` and replaces ``checkpoint.npz``
 (written to a temporary file, then ``os.replace``d), so an interrupted run loses at most the
-iteration in progress and ``--resume`` continues from the last completed one.
+iteration in progress and ``--resume`` continues from the last completed one. ``monitor.csv``
+has one row per finished training episode, in the format of the Monitor of OpenAI baselines and
+Stable-Baselines3 (their plotters and the RL-zoo's read it). ``versions.json`` lists what ran:
+one entry for the start and one for each resume (:mod:`trpo_np.versions`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ def save_checkpoint(path: str, arrays: dict, meta: dict) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint_path(path: str) -> str:
+    """A run directory's checkpoint.npz, or ``path`` itself when it is not a directory."""
+    return os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else path
+
+
 def load_checkpoint(path: str):
     """-> (arrays dict, meta dict); a clear error for a missing or foreign file."""
     if not os.path.isfile(path):
@@ -51,11 +60,14 @@ def load_checkpoint(path: str):
 
 
 class ProgressLog:
-    """Appends rows to progress.csv (flushed each row) and prints one compact line."""
+    """Appends rows to progress.csv (flushed each row) and the iteration's finished episodes to
+    monitor.csv, and prints one compact line."""
 
-    def __init__(self, run_dir: str, resume_iteration: int | None = None, quiet: bool = False):
+    def __init__(self, run_dir: str, resume_iteration: int | None = None, quiet: bool = False,
+                 env_id: str = ""):
         self.path = os.path.join(run_dir, "progress.csv")
         self.quiet = quiet
+        rows = []
         if resume_iteration is not None and os.path.exists(self.path):
             with open(self.path, newline="") as f:  # keep rows up to the checkpoint's iteration
                 rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= resume_iteration]
@@ -65,19 +77,56 @@ class ProgressLog:
         else:
             self._write_header()
         self.file.flush()
+        # monitor.csv: the episodes of the kept rows (each row counts its episodes)
+        keep = sum(int(r["episodes"]) for r in rows) if resume_iteration is not None else None
+        self.monitor = MonitorLog(os.path.join(run_dir, "monitor.csv"), env_id, keep)
 
     def _write_header(self):
         self.file = open(self.path, "w", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS, extrasaction="ignore")
         self.writer.writeheader()
 
-    def log(self, row: dict) -> None:
+    def log(self, row: dict, episodes: list = ()) -> None:
+        """One iteration: its row, and ``episodes``, the (return, length) of the training episodes
+        that finished in it."""
+        self.monitor.log(episodes)
         self.writer.writerow({k: _fmt(row.get(k, "")) for k in COLUMNS})
         self.file.flush()
         if not self.quiet:
             print(format_line(row), flush=True)
 
     def close(self):
+        self.file.close()
+        self.monitor.close()
+
+
+class MonitorLog:
+    """monitor.csv as the Monitor wrapper of OpenAI baselines and Stable-Baselines3 writes it: a
+    header line ``#{"t_start": <unix time>, "env_id": "<id>"}``, then ``r,l,t`` per finished
+    episode (raw return, length, seconds since t_start; here the time at the end of the iteration
+    in which the episode finished). A resumed run keeps the first ``keep`` episodes and t_start."""
+
+    def __init__(self, path: str, env_id: str, keep: int | None = None):
+        rows, t_start = [], time.time()
+        if keep is not None and os.path.exists(path):
+            with open(path, newline="") as f:
+                header = f.readline()
+                rows = list(csv.DictReader(f))[:keep]
+            t_start = json.loads(header[1:])["t_start"]
+        self.t_start = t_start
+        self.file = open(path, "w", newline="")
+        self.file.write("#" + json.dumps({"t_start": t_start, "env_id": env_id}) + "\n")
+        self.writer = csv.DictWriter(self.file, fieldnames=("r", "l", "t"))
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+        self.file.flush()
+
+    def log(self, episodes) -> None:
+        t = round(time.time() - self.t_start, 6)
+        self.writer.writerows({"r": round(r, 6), "l": int(l), "t": t} for r, l in episodes)
+        self.file.flush()
+
+    def close(self) -> None:
         self.file.close()
 
 
@@ -92,9 +141,16 @@ def format_line(r: dict) -> str:
            if r["episodes"] else "ret         - len      - (n=0)")
     ev = f" | eval {r['eval_return_mean']:.1f}±{r['eval_return_std']:.1f}" if not np.isnan(r.get("eval_return_mean", np.nan)) else ""
     ok = "" if r["accepted"] else " REJECTED"
+    eta = f" eta {hms(r['eta'])}" if "eta" in r else ""
     return (f"it {r['iteration']:4d} | steps {r['env_steps']:>9,d} | {ret} | kl {r['kl']:.4f} "
             f"ent {r['entropy']:6.3f} bt {r['backtracks']}{ok} | ev {r['vf_explained_var']:5.2f} | "
-            f"{r['steps_per_s']:6,.0f} sps | {time.strftime('%H:%M:%S', time.gmtime(r['elapsed']))}{ev}")
+            f"{r['steps_per_s']:6,.0f} sps | {hms(r['elapsed'])}{eta}{ev}")
+
+
+def hms(seconds: float) -> str:
+    """H:MM:SS (hours past 24 too)."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def write_json(path: str, obj) -> None:
@@ -105,7 +161,8 @@ def write_json(path: str, obj) -> None:
 
 
 def default_run_dir(cfg: Config) -> str:
-    return os.path.join("runs", f"{cfg.env.replace('/', '_')}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    env = cfg.env.replace("/", "_").replace(":", "_")  # ALE/Pong-v5, module:Env-v0
+    return os.path.join("runs", f"{env}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def create_run_dir(run_dir: str, cfg: Config) -> None:
@@ -115,6 +172,20 @@ def create_run_dir(run_dir: str, cfg: Config) -> None:
                        "continue that run, or choose another --out")
     os.makedirs(run_dir, exist_ok=True)
     write_json(os.path.join(run_dir, "config.json"), cfg.to_json())
+    record_versions(run_dir, 0)
+
+
+def record_versions(run_dir: str, iteration: int) -> None:
+    """Add what runs now (trpo_np version, git commit, libraries) to versions.json, for the
+    start (iteration 0) or a resume from ``iteration``."""
+    from .versions import versions
+
+    path = os.path.join(run_dir, "versions.json")
+    entries = []
+    if os.path.exists(path):
+        with open(path) as f:
+            entries = json.load(f)
+    write_json(path, entries + [{"from_iteration": iteration, **versions()}])
 
 
 def load_config(run_dir: str) -> Config:

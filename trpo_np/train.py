@@ -31,7 +31,8 @@ from .normalize import RewardScaler, RunningMeanStd
 from .optim import trpo_step
 from .parallel import Comm, split
 from .policy import Policy, TRPOBatch
-from .rundir import ProgressLog, RunError, create_run_dir, load_checkpoint, load_config, save_checkpoint, write_json
+from .rundir import (ProgressLog, RunError, create_run_dir, load_checkpoint, load_config, record_versions,
+                     save_checkpoint, write_json)
 from .samplers import SinglePathSampler
 from .value import ValueFunction, explained_variance, paths_gae
 
@@ -66,7 +67,7 @@ IMAGE_CHUNK = 256
 def make_spaces(cfg: Config):
     """The env's spaces; for the vine method also checks that its state can be restored, so that
     a bad combination fails before a run directory is written."""
-    env = make_env(cfg.env, **cfg.atari)
+    env = make_env(cfg.env, env_kwargs=cfg.env_kwargs, **cfg.atari)
     try:
         if cfg.method == "vine":
             env.reset(seed=0)  # some classic-control envs create their state in reset
@@ -122,6 +123,7 @@ class Trainer:
         self.rng_act, self.rng_vf, self.rng_fvp = (self.seeds.generator(s) for s in ("action", "value_fit", "fisher"))
         obs_space, act_space = make_spaces(cfg)
         check_spaces(cfg.env, obs_space, act_space)
+        self.observation_space, self.action_space = obs_space, act_space
         self.image = is_image_space(obs_space)
         # Image batches go through the networks in chunks of IMAGE_CHUNK states (measured, see there).
         self.chunk = cfg.chunk or (IMAGE_CHUNK if self.image else None)
@@ -188,10 +190,11 @@ class Trainer:
         cfg = self.cfg
         # A resumed run reseeds its envs from (seed, iteration): episodes in progress restart.
         seed = self.seeds.env_seed("envs", self.iteration)
-        venv = VectorEnv(cfg.env, self.num_envs, **cfg.atari)  # this rank's copies
+        venv = VectorEnv(cfg.env, self.num_envs, env_kwargs=cfg.env_kwargs, **cfg.atari)  # this rank's copies
         if cfg.method == "vine":
             from .vine import VineSampler
-            return VineSampler(venv, lambda: make_env(cfg.env, **cfg.atari), self.policy, self.vf, self.rng_act, seed,
+            return VineSampler(venv, lambda: make_env(cfg.env, env_kwargs=cfg.env_kwargs, **cfg.atari),
+                               self.policy, self.vf, self.rng_act, seed,
                                self.seeds.env_seed("branch_envs", self.iteration), self.obs_rms,
                                self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions, cfg.vine_horizon,
                                self.first, cfg.num_envs)
@@ -225,7 +228,7 @@ class Trainer:
         sampler = self.make_sampler()
         log = None
         if self.run_dir and comm.rank == 0:
-            log = ProgressLog(self.run_dir, self.iteration if self.iteration else None, self.quiet)
+            log = ProgressLog(self.run_dir, self.iteration if self.iteration else None, self.quiet, cfg.env)
         next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
         row = {}
         try:
@@ -265,11 +268,12 @@ class Trainer:
                            vf_explained_var=stats["vf_explained_var"], vf_loss=stats["vf_loss"],
                            eval_return_mean=eval_mean, eval_return_std=eval_std,
                            steps_per_s=(trunk + branch) / (t2 - t0), time_sample=t1 - t0, time_update=t2 - t1,
-                           time_comm=comm.seconds, eval_time=self.eval_time, elapsed=self.elapsed)
+                           time_comm=comm.seconds, eval_time=self.eval_time, elapsed=self.elapsed,
+                           eta=self.elapsed / self.env_steps * max(cfg.steps - self.env_steps, 0))  # printed only
                 if self.run_dir:
                     self.save(os.path.join(self.run_dir, "checkpoint.npz"))
                 if log:
-                    log.log(row)
+                    log.log(row, episodes)
                 if comm.size > 1 and comm.sum(np.int64(self.interrupted)) > 0:  # the same answer on every rank
                     raise KeyboardInterrupt
         finally:
@@ -310,6 +314,7 @@ def resume_run(run_dir: str, steps: int | None = None, quiet: bool = False, comm
         cfg.steps = steps
     trainer = Trainer(cfg, run_dir, quiet, comm)
     trainer.load(os.path.join(run_dir, "checkpoint.npz"))
+    on_rank0(comm, record_versions, run_dir, trainer.iteration)
     if steps is not None:
         on_rank0(comm, write_json, os.path.join(run_dir, "config.json"), cfg.to_json())
     return trainer
