@@ -66,7 +66,7 @@ def main():
           f"backtracks {stats['backtracks']})", flush=True)
     train = {}
     for ranks in ([1, os.cpu_count() or 1] if args.train_steps else []):
-        train[ranks > 1] = (training(args.env, args.train_steps, ranks)[0], ranks)
+        train[ranks > 1] = (training(args.env, args.train_steps, ranks, [])[0], ranks)
         print(f"training with {ranks} rank(s): {train[ranks > 1][0]:,.0f} steps/s", flush=True)
     lines = [f"# Atari speed, {args.env}", "",
              f"{machine()}; run.py's Atari defaults ({cfg.num_envs} env copies, {cfg.atari['frame_size']}×{cfg.atari['frame_size']}×4 "
@@ -79,7 +79,8 @@ def main():
              f"| ratio sampling / random | **{s / r:.2f}** |",
              f"| one TRPO update + value fit, {batch.paths.steps:,}-step batch | **{t_update:.1f} s** |"]
     if train:
-        lines += [f"| full training, {args.train_steps:,} steps, one process | {train[False][0]:,.0f} agent steps/s |",
+        lines += [f"| full training, {args.train_steps:,} steps, one process | {train[False][0]:,.0f} agent steps/s "
+                  f"(**{train[False][0] / r:.2f}x** random stepping) |",
                   f"| full training, {args.train_steps:,} steps, `--ranks {train[True][1]}` (MPI) | "
                   f"**{train[True][0]:,.0f} agent steps/s** ({train[True][0] / train[False][0]:.2f}x) |"]
     write_result(f"atari-speed-{args.env.replace('/', '_')}.md", lines)
