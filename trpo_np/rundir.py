@@ -51,34 +51,63 @@ def load_checkpoint(path: str):
 
 
 class ProgressLog:
-    """Appends rows to progress.csv (flushed each row) and prints one compact line."""
+    """Appends rows to progress.csv (flushed and synced each row, before the checkpoint that
+    includes it is written) and prints one compact line. Resuming from the checkpoint of
+    iteration k keeps the complete rows 1..k and drops the rest (rows of iterations after the
+    checkpoint, a torn last row), rewriting the file atomically."""
 
     def __init__(self, run_dir: str, resume_iteration: int | None = None, quiet: bool = False):
         self.path = os.path.join(run_dir, "progress.csv")
         self.quiet = quiet
-        if resume_iteration is not None and os.path.exists(self.path):
-            with open(self.path, newline="") as f:  # keep rows up to the checkpoint's iteration
-                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= resume_iteration]
-            self._write_header()
-            for r in rows:
-                self.writer.writerow(r)
-        else:
-            self._write_header()
-        self.file.flush()
-
-    def _write_header(self):
-        self.file = open(self.path, "w", newline="")
+        rows = read_progress(self.path, resume_iteration) if resume_iteration else []
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, self.path)
+        except BaseException:
+            _remove(tmp)
+            raise
+        self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS, extrasaction="ignore")
-        self.writer.writeheader()
 
     def log(self, row: dict) -> None:
         self.writer.writerow({k: _fmt(row.get(k, "")) for k in COLUMNS})
         self.file.flush()
+        os.fsync(self.file.fileno())
         if not self.quiet:
             print(format_line(row), flush=True)
 
     def close(self):
         self.file.close()
+
+
+def read_progress(path: str, last_iteration: int) -> list[dict]:
+    """The complete rows of progress.csv with iterations 1..``last_iteration``: a last line
+    without its newline (a torn write) and rows with missing or extra fields are dropped."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        text = f.read()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()  # torn last row
+    rows = []
+    for r in csv.DictReader(lines):
+        if None in r or None in r.values() or not r["iteration"].isdigit():
+            continue
+        if int(r["iteration"]) == len(rows) + 1 <= last_iteration:
+            rows.append(r)
+    return rows
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _fmt(v):

@@ -266,10 +266,10 @@ class Trainer:
                            eval_return_mean=eval_mean, eval_return_std=eval_std,
                            steps_per_s=(trunk + branch) / (t2 - t0), time_sample=t1 - t0, time_update=t2 - t1,
                            time_comm=comm.seconds, eval_time=self.eval_time, elapsed=self.elapsed)
+                if log:  # the row first: a checkpoint is never ahead of progress.csv
+                    log.log(row)
                 if self.run_dir:
                     self.save(os.path.join(self.run_dir, "checkpoint.npz"))
-                if log:
-                    log.log(row)
                 if comm.size > 1 and comm.sum(np.int64(self.interrupted)) > 0:  # the same answer on every rank
                     raise KeyboardInterrupt
         finally:
