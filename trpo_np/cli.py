@@ -5,13 +5,16 @@
     python run.py --eval runs/.../checkpoint.npz --episodes 10 --video hopper.mp4
 
 Atari ids (ALE/Pong-v5) get the Atari defaults (CNN policy, larger batches, Fisher sub-sampling).
-Bad input prints one line ``run.py: error: ...`` and exits with status 2.
+Every fault is one line ``run.py: error: ...`` on stderr. Exit status: 0 done, 2 bad input or
+setup (nothing written), 1 a failure during training, 130 Ctrl-C (SIGINT), 143 SIGTERM; the
+run directory then holds the last completed iteration (README, "Faults").
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 
@@ -107,6 +110,8 @@ def main(argv=None) -> int:
     this; rank 0 prints and writes the run directory."""
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
+    import gymnasium as gym
+
     from trpo_np import parallel, train
     from trpo_np.envs import EnvError
     from trpo_np.nn import ShapeError
@@ -142,9 +147,13 @@ def main(argv=None) -> int:
             trainer = train.resume_run(args.resume, args.steps, args.quiet, comm)
             run_dir = args.resume
             if trainer.env_steps >= trainer.cfg.steps:
+                trainer.close()
                 say(f"{run_dir}: already at {trainer.env_steps:,} of {trainer.cfg.steps:,} steps; "
                     "raise --steps to continue", flush=True)
                 return 0
+            if trainer.lock is not None and trainer.lock.stale_pid:
+                say(f"note: the last process that trained in {run_dir} (pid {trainer.lock.stale_pid}) ended "
+                    "without finishing (killed or crashed)", flush=True)
             say(f"resuming {run_dir} at iteration {trainer.iteration}, {trainer.env_steps:,} env steps", flush=True)
         else:
             run_dir = args.out or comm.bcast(default_run_dir(cfg))
@@ -152,7 +161,7 @@ def main(argv=None) -> int:
             ranks = f", {comm.size} ranks" if comm.size > 1 else ""
             say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
-    except (ValueError, EnvError, RunError, ShapeError, RuntimeError) as e:
+    except (ValueError, EnvError, RunError, ShapeError, RuntimeError, OSError, gym.error.Error) as e:
         if comm.size == 1:
             print(f"run.py: error: {e}", file=sys.stderr)
             return 2
@@ -165,22 +174,54 @@ def main(argv=None) -> int:
         comm.abort(2)
         return 2
     try:
+        return train_and_report(trainer, run_dir, comm, say)
+    finally:
+        trainer.close()
+
+
+def train_and_report(trainer, run_dir: str, comm, say) -> int:
+    """Train to the end and print the final evaluation; an interruption or a failure is one line
+    that says what the run directory holds (exit status 130 for SIGINT, 143 for SIGTERM, 1)."""
+    from trpo_np import train
+    from trpo_np.nn import ShapeError
+
+    def saved() -> str:
+        if trainer.saved_iteration:
+            return (f"the checkpoint in {run_dir} holds iteration {trainer.saved_iteration}; continue with: "
+                    f"python run.py --resume {run_dir}")
+        return f"no iteration was completed; start it again with: python run.py --resume {run_dir}"
+
+    previous = None
+    if comm.size == 1:  # SIGTERM stops the run as Ctrl-C does (several ranks: Trainer.train handles both)
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
         last = trainer.train()
-        rets = trainer.evaluate(trainer.cfg.eval_episodes, trainer.seeds.env_seed("final_eval"))
-    except KeyboardInterrupt:
-        say(f"\ninterrupted at iteration {trainer.iteration}; the checkpoint in {run_dir} is complete. "
-            f"Continue with: python run.py --resume {run_dir}", file=sys.stderr)
-        return 130
+        rets = trainer.final_eval or trainer.evaluate(trainer.cfg.eval_episodes,
+                                                      trainer.seeds.env_seed("final_eval"))
+    except KeyboardInterrupt as e:
+        term = isinstance(e, train.Terminated)
+        say(f"\n{'terminated (SIGTERM)' if term else 'interrupted'} in iteration {trainer.iteration + 1}; {saved()}",
+            file=sys.stderr)
+        return 143 if term else 130
     except Exception as e:  # e.g. NaN observations: one line, and no rank left waiting in a collective
         where = f" on rank {comm.rank}" if comm.size > 1 else ""
         kind = "" if isinstance(e, (ValueError, ShapeError)) else f"{type(e).__name__}: "
-        print(f"run.py: error: {kind}{e} (at iteration {trainer.iteration + 1}{where}; the checkpoint in {run_dir} "
-              f"holds iteration {trainer.iteration})", file=sys.stderr, flush=True)
+        print(f"run.py: error: {kind}{e} (in iteration {trainer.iteration + 1}{where}; {saved()})",
+              file=sys.stderr, flush=True)
         comm.abort(1)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     say(f"done: {trainer.env_steps:,} env steps in {last.get('elapsed', 0):.0f} s; final deterministic "
         f"evaluation over {len(rets)} episodes: {sum(rets) / len(rets):.1f}; run directory {run_dir}")
     return 0
+
+
+def _terminate(signum, frame):
+    from trpo_np.train import Terminated
+
+    raise Terminated()
 
 
 def launch(command: list[str]) -> int:

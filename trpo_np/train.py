@@ -31,9 +31,14 @@ from .normalize import RewardScaler, RunningMeanStd
 from .optim import trpo_step
 from .parallel import Comm, split
 from .policy import Policy, TRPOBatch
-from .rundir import ProgressLog, RunError, create_run_dir, load_checkpoint, load_config, save_checkpoint, write_json
+from .rundir import (ProgressLog, RunError, RunLock, create_run_dir, load_checkpoint, load_config, save_checkpoint,
+                     write_json)
 from .samplers import SinglePathSampler
 from .value import ValueFunction, explained_variance, paths_gae
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: the run stops with its last checkpoint complete."""
 
 
 class RunSeeds:
@@ -131,6 +136,8 @@ class Trainer:
         self.obs_rms = RunningMeanStd(obs_space.shape) if use_norm else None
         self.reward_scaler = RewardScaler(self.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None
         self.iteration, self.env_steps, self.trunk_steps, self.branch_steps = 0, 0, 0, 0
+        self.saved_iteration = None  # the iteration of the last checkpoint written or read (None: none)
+        self.lock = None  # the run directory's RunLock (rank 0 of a run with a directory)
         self.elapsed = self.eval_time = 0.0  # wall-clock seconds of the run, and of it in evaluations
 
     # -- state ---------------------------------------------------------------------------------
@@ -153,6 +160,13 @@ class Trainer:
             arrays["ret_running"] = np.array(self.comm.gather(list(self.reward_scaler.ret)))
         if self.comm.rank == 0:
             save_checkpoint(path, arrays, self.meta())
+        self.saved_iteration = self.iteration
+
+    def close(self) -> None:
+        """Release the run directory's lock (the end of the process releases it too)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def load(self, path: str, weights_only: bool = False) -> dict:
         """Read the checkpoint on rank 0 and send it to every rank (no shared filesystem needed)."""
@@ -180,6 +194,7 @@ class Trainer:
         self.iteration, self.env_steps = meta["iteration"], meta["env_steps"]
         self.trunk_steps, self.branch_steps, self.elapsed = meta["trunk_steps"], meta["branch_steps"], meta["elapsed"]
         self.eval_time, self.vf.unit = meta["eval_time"], meta.get("vf_unit")
+        self.saved_iteration = self.iteration
         return meta
 
     # -- one iteration -------------------------------------------------------------------------
@@ -219,8 +234,9 @@ class Trainer:
     def train(self) -> dict:
         """Iterations until ``cfg.steps`` env steps; returns the last progress row."""
         cfg, comm = self.cfg, self.comm
+        self.final_eval = None  # the returns of the evaluation in the last iteration, if it had one
         if comm.size > 1:  # Ctrl-C reaches every rank at a different point: stop together after a checkpoint
-            self.interrupted = False
+            self.interrupted = 0
             handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         sampler = self.make_sampler()
         log = None
@@ -249,6 +265,8 @@ class Trainer:
                     t_eval = time.perf_counter()
                     rets = self.evaluate(cfg.eval_episodes, self.seeds.env_seed("eval", self.iteration))
                     eval_mean, eval_std = float(np.mean(rets)), float(np.std(rets))
+                    if self.env_steps >= cfg.steps:
+                        self.final_eval = rets
                     self.eval_time += time.perf_counter() - t_eval
                     next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every
                 episodes = comm.gather(batch.paths.episodes)
@@ -270,8 +288,13 @@ class Trainer:
                     log.log(row)
                 if self.run_dir:
                     self.save(os.path.join(self.run_dir, "checkpoint.npz"))
-                if comm.size > 1 and comm.sum(np.int64(self.interrupted)) > 0:  # the same answer on every rank
-                    raise KeyboardInterrupt
+                if comm.size > 1:  # the same answer on every rank
+                    sigint, sigterm = comm.sum(np.array([self.interrupted == signal.SIGINT,
+                                                         self.interrupted == signal.SIGTERM], dtype=np.int64))
+                    if sigterm:
+                        raise Terminated()
+                    if sigint:
+                        raise KeyboardInterrupt
         finally:
             if log:
                 log.close()
@@ -282,7 +305,7 @@ class Trainer:
         return row
 
     def _request_stop(self, signum, frame) -> None:
-        self.interrupted = True
+        self.interrupted = int(signum)
 
 
 def on_rank0(comm: Comm, fn, *args):
@@ -298,18 +321,43 @@ def on_rank0(comm: Comm, fn, *args):
 
 
 def start_run(cfg: Config, run_dir: str, quiet: bool = False, comm: Comm = Comm()) -> Trainer:
-    """A new run in ``run_dir`` (must not exist or be empty)."""
+    """A new run in ``run_dir`` (must not exist, be empty, or hold a run that ended before its
+    first checkpoint), locked by rank 0 until ``trainer.close()``."""
     trainer = Trainer(cfg, run_dir, quiet, comm)  # validates before anything is written
-    on_rank0(comm, create_run_dir, run_dir, cfg)
+    held = {}
+
+    def create():
+        held["lock"] = create_run_dir(run_dir, cfg)
+    on_rank0(comm, create)
+    trainer.lock = held.get("lock")
     return trainer
 
 
 def resume_run(run_dir: str, steps: int | None = None, quiet: bool = False, comm: Comm = Comm()) -> Trainer:
-    cfg = on_rank0(comm, load_config, run_dir)
-    if steps is not None:
-        cfg.steps = steps
-    trainer = Trainer(cfg, run_dir, quiet, comm)
-    trainer.load(os.path.join(run_dir, "checkpoint.npz"))
-    if steps is not None:
-        on_rank0(comm, write_json, os.path.join(run_dir, "config.json"), cfg.to_json())
+    """The run in ``run_dir`` at its checkpoint (at its start if it ended before its first
+    checkpoint), locked by rank 0 until ``trainer.close()``; ``steps`` raises its budget."""
+    held = {}
+
+    def lock_and_read():
+        load_config(run_dir)  # a run directory, before a lock file is put into it
+        held["lock"] = RunLock(run_dir)
+        return load_config(run_dir)
+    try:
+        cfg = on_rank0(comm, lock_and_read)
+        if steps is not None:
+            cfg.steps = steps
+        trainer = Trainer(cfg, run_dir, quiet, comm)
+        trainer.lock = held.get("lock")
+        path = os.path.join(run_dir, "checkpoint.npz")
+        if on_rank0(comm, os.path.exists, path):
+            trainer.load(path)
+        if steps is not None:
+            if steps <= trainer.env_steps:
+                raise RunError(f"--steps {steps:,} is not more than the {trainer.env_steps:,} env steps that "
+                               f"{run_dir!r} has done; give a larger --steps to continue")
+            on_rank0(comm, write_json, os.path.join(run_dir, "config.json"), cfg.to_json())
+    except BaseException:
+        if held.get("lock"):
+            held["lock"].release()
+        raise
     return trainer
