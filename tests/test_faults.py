@@ -9,8 +9,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
+from tests import faulty_envs  # noqa: F401  (registers the faulty envs)
 from trpo_np import cli as run
-from trpo_np.rundir import WALL_CLOCK
+from trpo_np import train
+from trpo_np.rundir import WALL_CLOCK, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CARTPOLE = ["--env", "CartPole-v1", "--batch-steps", "200", "--num-envs", "2", "--eval-every", "0", "--seed", "2",
@@ -130,3 +135,172 @@ def test_resume_with_fewer_steps_than_done_changes_nothing(tmp_path, capsys):
     assert run.main(["--resume", out, "--steps", "100"]) == 2
     assert "--steps 100 is not more than the 400 env steps" in one_line(capsys.readouterr().err)
     assert open(os.path.join(out, "config.json")).read() == config
+
+
+def env_fault_run(tmp_path, capsys, env, method="single"):
+    out = str(tmp_path / env.split(":")[-1])
+    code = run.main(["--env", f"tests.faulty_envs:{env}", "--steps", "2000", "--batch-steps", "40", "--num-envs", "2",
+                     "--eval-every", "0", "--method", method, "--out", out, "--quiet"] +
+                    (["--vine-states", "4", "--vine-horizon", "3"] if method == "vine" else []))
+    return code, one_line(capsys.readouterr().err), out
+
+
+@pytest.mark.parametrize("env,message", [
+    ("InfObsAfter-v0", "step() of env copy 0 returned a non-finite value (NaN or inf) in its observation"),
+    ("NaNRewardAfter-v0", "step() of env copy 0 returned a non-finite value (NaN or inf) as its reward (nan)"),
+    ("InfRewardAfter-v0", "step() of env copy 0 returned a non-finite value (NaN or inf) as its reward (inf)"),
+    ("RaiseInStepAfter-v0", "step() of env copy 0 raised RuntimeError: the simulator diverged"),
+    ("RaiseInResetAfter-v0", "reset() of env copy 0 raised RuntimeError: the simulator failed to reset"),
+    ("WrongShapeAfter-v0", "step() of env copy 0 returned an observation of shape (4,)"),
+])
+def test_a_faulty_environment_stops_the_run_with_one_line_and_the_last_good_checkpoint(tmp_path, capsys, env,
+                                                                                       message):
+    """The fault comes at step 30 of each copy, in iteration 2 (reset: at the end of the first
+    episode, step 50, in iteration 3): exit 1, one line naming the call and the copy, and the
+    last checkpoint is finite and resumes (to the same fault)."""
+    code, line, out = env_fault_run(tmp_path, capsys, env)
+    done = 2 if "Reset" in env else 1
+    assert code == 1 and message in line and f"holds iteration {done}" in line, line
+    arrays, meta = load_checkpoint(os.path.join(out, "checkpoint.npz"))
+    assert meta["iteration"] == done and all(np.isfinite(v).all() for v in arrays.values())
+    assert len(rows(out)) == done and not [f for f in os.listdir(out) if "tmp" in f]
+    assert run.main(["--resume", out, "--quiet"]) == 1
+    assert message in one_line(capsys.readouterr().err)
+
+
+def test_a_faulty_environment_under_the_vine(tmp_path, capsys):
+    """The trunk's 512 steps: the fault (step 300 of a copy) comes in iteration 2."""
+    code, line, out = env_fault_run(tmp_path, capsys, "InfObsLateAfter-v0", method="vine")
+    assert code == 1 and "non-finite value (NaN or inf) in its observation" in line and "holds iteration 1" in line
+    arrays, _ = load_checkpoint(os.path.join(out, "checkpoint.npz"))
+    assert all(np.isfinite(v).all() for v in arrays.values())
+
+
+def test_a_non_finite_state_is_never_saved(tmp_path, capsys):
+    """Whatever makes the networks or the statistics non-finite (here: the value network's
+    parameters, after iteration 1), the run stops with one line and the last checkpoint stays."""
+    out = str(tmp_path / "nan_state")
+    assert run.main(CARTPOLE + ["--steps", "200", "--out", out]) == 0
+    before = open(os.path.join(out, "checkpoint.npz"), "rb").read()
+    trainer = train.resume_run(out, 600, quiet=True)
+    try:
+        trainer.vf.net.theta[0] = np.inf
+        with pytest.raises(ValueError, match="non-finite"):
+            trainer.train()
+    finally:
+        trainer.close()
+    assert open(os.path.join(out, "checkpoint.npz"), "rb").read() == before
+    trainer = train.resume_run(out, 600, quiet=True)
+    try:
+        trainer.obs_rms.var[0] = np.inf
+        with pytest.raises(ValueError, match="non-finite values .* in obs_var"):
+            trainer.save(os.path.join(out, "checkpoint.npz"))
+    finally:
+        trainer.close()
+    assert open(os.path.join(out, "checkpoint.npz"), "rb").read() == before
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--env", ""], "--env must name an environment"),
+    (["--env", "ALE/Pong-v5", "--sticky-actions", "-1"], "--sticky-actions must be a probability"),
+    (["--env", "ALE/Pong-v5", "--sticky-actions", "2"], "--sticky-actions must be a probability"),
+    (["--env", "ALE/Pong-v5", "--sticky-actions", "nan"], "--sticky-actions must be a probability"),
+    (["--env", "CartPole-v1", "--damping", "inf"], "--damping must be finite"),
+    (["--env", "CartPole-v1", "--vf-lr", "inf"], "--vf-lr must be finite"),
+    (["--env", "CartPole-v1", "--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--env", "LunarLander-v3"], "needs a package that is not installed"),
+])
+def test_a_flag_value_that_cannot_work_is_refused_up_front(tmp_path, capsys, argv, message):
+    if "LunarLander" in argv[-1]:
+        pytest.importorskip("gymnasium")
+        try:
+            import Box2D  # noqa: F401
+            pytest.skip("Box2D is installed")
+        except ImportError:
+            pass
+    out = str(tmp_path / "never")
+    assert run.main(argv + ["--steps", "200", "--batch-steps", "200", "--eval-every", "0", "--out", out]) == 2
+    assert message in one_line(capsys.readouterr().err)
+    assert not os.path.exists(out)
+
+
+def test_unusable_out_directories_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "under", "/proc/trpo_np_test/run"):
+        assert run.main(CARTPOLE + ["--out", str(out)]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert "exists and is not empty" in line or "cannot create the run directory" in line, line
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_damaged_checkpoints_and_configs_are_one_line(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert run.main(CARTPOLE + ["--steps", "200", "--out", out]) == 0
+    ckpt, config = os.path.join(out, "checkpoint.npz"), os.path.join(out, "config.json")
+    good_ckpt, good_config = open(ckpt, "rb").read(), open(config).read()
+    capsys.readouterr()
+    for damaged in (good_ckpt[:len(good_ckpt) // 2], good_ckpt[:100], good_ckpt[:-300] + bytes(300)):
+        with open(ckpt, "wb") as f:
+            f.write(damaged)
+        for argv in (["--eval", ckpt], ["--resume", out, "--steps", "400"]):
+            assert run.main(argv) == 2, argv
+            assert "is not a trpo_np checkpoint or is damaged" in one_line(capsys.readouterr().err)
+    with open(ckpt, "wb") as f:
+        f.write(good_ckpt)
+    for damaged in (good_config[:20], "[1, 2]", '{"env": "CartPole-v1", "hidden": 3}'):
+        with open(config, "w") as f:
+            f.write(damaged)
+        assert run.main(["--resume", out, "--steps", "400"]) == 2
+        assert "config.json' is damaged" in one_line(capsys.readouterr().err)
+    with open(config, "w") as f:
+        f.write(good_config)
+    assert run.main(["--eval", ckpt, "--seed", "-1"]) == 2
+    assert "--seed must be a non-negative integer" in one_line(capsys.readouterr().err)
+    (tmp_path / "file").write_text("x")
+    assert run.main(["--eval", ckpt, "--video", str(tmp_path / "file" / "v.mp4")]) == 2
+    assert "cannot write the video file" in one_line(capsys.readouterr().err)
+    assert run.main(["--resume", out, "--steps", "400", "--quiet"]) == 0  # the directory is intact
+
+
+def test_a_video_without_a_rendering_back_end_is_one_line(tmp_path):
+    """MUJOCO_GL=osmesa on a machine without the OSMesa library (or any back end that fails)."""
+    out = str(tmp_path / "hop")
+    assert run.main(["--env", "Hopper-v4", "--steps", "64", "--batch-steps", "64", "--num-envs", "1",
+                     "--eval-every", "0", "--out", out, "--quiet"]) == 0
+    env = dict(os.environ, MUJOCO_GL="osmesa", PYOPENGL_PLATFORM="osmesa")
+    r = subprocess.run([sys.executable, "run.py", "--eval", os.path.join(out, "checkpoint.npz"), "--episodes", "1",
+                        "--video", str(tmp_path / "v.mp4")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode == 0:
+        pytest.skip("OSMesa is installed here: the video was written")
+    line = one_line(r.stderr)
+    assert r.returncode == 2 and "MUJOCO_GL=egl" in line, line
+    assert not os.path.exists(tmp_path / "v.mp4")
+
+
+def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, capsys):
+    """A 1 MB tmpfs (needs mount rights; skipped elsewhere), filled up after iteration 1: the
+    checkpoint of iteration 2 cannot be written. One line, exit 1, the checkpoint of iteration 1
+    and no temporary file; with space again, --resume continues."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        out = str(disk / "run")
+        assert run.main(CARTPOLE + ["--steps", "200", "--out", out]) == 0
+        before = open(os.path.join(out, "checkpoint.npz"), "rb").read()
+        st = os.statvfs(str(disk))
+        with open(disk / "filler", "wb") as f:
+            f.write(bytes(st.f_bavail * st.f_frsize - 8192))
+        capsys.readouterr()
+        assert run.main(["--resume", out, "--steps", "400", "--quiet"]) == 1
+        line = one_line(capsys.readouterr().err)
+        assert "No space left on device" in line and "holds iteration 1" in line, line
+        assert open(os.path.join(out, "checkpoint.npz"), "rb").read() == before
+        assert sorted(os.listdir(out)) == [".lock", "checkpoint.npz", "config.json", "progress.csv"]
+        os.remove(disk / "filler")
+        assert run.main(["--resume", out, "--steps", "400", "--quiet"]) == 0
+        assert [x["iteration"] for x in rows(out)] == ["1", "2"]
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

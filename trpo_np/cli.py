@@ -77,7 +77,7 @@ def build_config(args):
     from trpo_np.atari import is_atari_id
     from trpo_np.config import Config
 
-    env = args.env or Config.env
+    env = Config.env if args.env is None else args.env
     cfg = Config.for_env(env)
     for name in ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
                  "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "cnn",
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     import gymnasium as gym
 
+    warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: importing gymnasium resets it
     from trpo_np import parallel, train
     from trpo_np.envs import EnvError
     from trpo_np.nn import ShapeError
@@ -245,26 +246,41 @@ def evaluate_checkpoint(args) -> int:
     from trpo_np.train import Trainer
 
     _, meta = load_checkpoint(args.eval)
-    cfg = Config.from_json(meta["config"])
+    try:
+        cfg = Config.from_json(meta["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RunError(f"checkpoint {args.eval!r} is damaged: its config cannot be read ({type(e).__name__}: {e})")
     cfg.ranks = 1  # an evaluation runs in one process
     if args.env and args.env != cfg.env:
         raise RunError(f"checkpoint {args.eval!r} was trained on {cfg.env}, not {args.env}")
     if args.episodes <= 0:
         raise ValueError(f"--episodes must be positive, got {args.episodes}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.video:
         if not args.video.endswith(".mp4"):
             raise ValueError(f"--video must name an .mp4 file, got {args.video!r}")
-        os.makedirs(os.path.dirname(os.path.abspath(args.video)), exist_ok=True)
+        existed = os.path.exists(args.video)
+        try:  # the file can be written: checked before any rendering
+            os.makedirs(os.path.dirname(os.path.abspath(args.video)), exist_ok=True)
+            open(args.video, "ab").close()
+        except OSError as e:
+            raise RunError(f"cannot write the video file {args.video!r}: {e.strerror or e}") from e
+        if not existed:
+            os.remove(args.video)
     trainer = Trainer(cfg, run_dir=None, quiet=True)
     trainer.load(args.eval, weights_only=True)
     seed = trainer.seeds.env_seed("final_eval") if args.seed is None else args.seed
     try:
         rets = evaluate(cfg, trainer.policy, trainer.obs_rms, args.episodes, seed=seed, video=args.video)
-    except Exception as e:  # rendering back ends fail in many ways; say what to do
-        if args.video and ("GL" in str(e) or "render" in str(e).lower() or isinstance(e, RuntimeError)):
-            raise RunError(f"could not render a video ({e.__class__.__name__}: {e}); on a headless machine set "
-                           "MUJOCO_GL=egl (or MUJOCO_GL=osmesa)") from e
-        raise
+    except Exception as e:  # rendering back ends and envs fail in many ways: one line that says what to do
+        if args.video and os.path.exists(args.video) and not os.path.getsize(args.video):
+            os.remove(args.video)
+        if isinstance(e, RunError) or not args.video:
+            raise RunError(f"evaluation failed: {e}" if isinstance(e, ValueError) else
+                           f"evaluation failed: {type(e).__name__}: {e}") from e
+        raise RunError(f"could not render a video ({type(e).__name__}: {e}); on a headless machine set MUJOCO_GL=egl "
+                       "(GPU) or MUJOCO_GL=osmesa (needs the OSMesa library)") from e
     print(f"{cfg.env}: {len(rets)} deterministic episodes, return {np.mean(rets):.1f} ± {np.std(rets):.1f} "
           f"(min {np.min(rets):.1f}, max {np.max(rets):.1f})" + (f"; video {args.video}" if args.video else ""))
     return 0

@@ -8,6 +8,8 @@ state save/restore for the vine: :mod:`trpo_np.simstate`.
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 
@@ -24,10 +26,17 @@ def make_env(env_id: str, render_mode: str | None = None, **atari_kwargs) -> gym
         return atari.make_atari_env(env_id, render_mode=render_mode, **atari_kwargs)
     try:
         env = gym.make(env_id, render_mode=render_mode)
+    except gym.error.DependencyNotInstalled as e:  # e.g. Box2D
+        raise EnvError(f"environment {env_id!r} needs a package that is not installed: {e}") from e
     except gym.error.Error as e:
         raise EnvError(f"unknown environment id {env_id!r} ({e.__class__.__name__}: {e})") from e
     except ImportError as e:  # e.g. MuJoCo or Box2D missing
         raise EnvError(f"environment {env_id!r} needs a package that is not installed: {e}") from e
+    except Exception as e:  # e.g. MUJOCO_GL=osmesa without the OSMesa library fails in the import
+        gl = os.environ.get("MUJOCO_GL")
+        hint = (f"; MUJOCO_GL={gl} is set: is its library installed? Try MUJOCO_GL=egl, or unset it to train"
+                if gl else "")
+        raise EnvError(f"environment {env_id!r} could not be created ({type(e).__name__}: {e}){hint}") from e
     check_spaces(env_id, env.observation_space, env.action_space)
     return env
 
@@ -56,9 +65,14 @@ class VectorEnv:
     ends, except an Atari learning episode ended by a lost life only (``--life-loss``), whose game
     goes on. ``reset(seed=s)`` gives copy i the seed s + i.
     tests/test_envs.py checks all of it against ``SyncVectorEnv``. Sampling on several cores:
-    :mod:`trpo_np.parallel`."""
+    :mod:`trpo_np.parallel`.
+
+    Every observation and reward is checked as it arrives, before it reaches any statistic: a
+    non-finite value (NaN or inf), an observation of the wrong shape or an exception of the env
+    is an :class:`EnvError` that names the copy and the call."""
 
     def __init__(self, env_id: str, num_envs: int, **kwargs):
+        self.env_id = env_id
         self.envs = []
         try:
             for _ in range(num_envs):
@@ -77,7 +91,7 @@ class VectorEnv:
     def reset(self, seed: int | None = None):
         obs = self._empty_obs()
         for i, env in enumerate(self.envs):
-            obs[i] = env.reset(seed=None if seed is None else seed + i)[0]
+            obs[i] = self._reset(i, None if seed is None else seed + i)
         return obs, {}
 
     def step(self, actions):
@@ -86,15 +100,39 @@ class VectorEnv:
         rew, raw, term, trunc = np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
         game_over = np.zeros(n, bool)
         for i, env in enumerate(self.envs):
-            o, r, te, tr, info = env.step(actions[i])
+            try:
+                o, r, te, tr, info = env.step(actions[i])
+            except Exception as e:
+                raise EnvError(f"{self.env_id}: step() of env copy {i} raised {type(e).__name__}: {e}") from e
             rew[i], term[i], trunc[i] = r, te, tr
             raw[i] = info.get("raw_reward", r)
+            if not (np.isfinite(rew[i]) and np.isfinite(raw[i])):
+                raise EnvError(f"{self.env_id}: step() of env copy {i} returned a non-finite value (NaN or inf) "
+                               f"as its reward ({raw[i]})")
+            o = self._check(o, i, "step()")
             if te or tr:
                 game_over[i] = not info.get("life_lost", False)
                 final[i] = o
-                o = env.reset()[0]
+                o = self._reset(i)
             obs[i] = o
         return obs, rew, term, trunc, {"final_obs": final, "raw_reward": raw, "game_over": game_over}
+
+    def _reset(self, i: int, seed: int | None = None):
+        try:
+            o = self.envs[i].reset(seed=seed)[0]
+        except Exception as e:
+            raise EnvError(f"{self.env_id}: reset() of env copy {i} raised {type(e).__name__}: {e}") from e
+        return self._check(o, i, "reset()")
+
+    def _check(self, o, i: int, call: str):
+        o = np.asarray(o)
+        if o.shape != self.single_observation_space.shape:
+            raise EnvError(f"{self.env_id}: {call} of env copy {i} returned an observation of shape {o.shape}, "
+                           f"not the observation space's {self.single_observation_space.shape}")
+        if o.dtype.kind == "f" and not np.isfinite(o).all():
+            raise EnvError(f"{self.env_id}: {call} of env copy {i} returned a non-finite value (NaN or inf) in its "
+                           f"observation (feature {np.flatnonzero(~np.isfinite(o.reshape(-1)))[0]})")
+        return o
 
     def close(self) -> None:
         for env in self.envs:

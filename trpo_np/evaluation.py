@@ -8,6 +8,7 @@ import numpy as np
 from .config import Config
 from .envs import make_env
 from .policy import Policy
+from .rundir import RunError
 
 
 def evaluate(cfg: Config, policy: Policy, obs_rms, episodes: int, seed: int, video: str | None = None,
@@ -53,6 +54,6 @@ def _write_frame(writer, env, path):
         fps = float(env.metadata.get("render_fps") or 30)
         writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not writer.isOpened():
-            raise RuntimeError(f"OpenCV could not open {path!r} for writing (mp4v)")
+            raise RunError(f"OpenCV could not open {path!r} for writing (mp4v)")
     writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     return writer

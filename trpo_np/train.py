@@ -158,6 +158,10 @@ class Trainer:
         if self.reward_scaler is not None:
             arrays.update(self.reward_scaler.rms.state("ret"))
             arrays["ret_running"] = np.array(self.comm.gather(list(self.reward_scaler.ret)))
+        bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:  # the same on every rank
+            raise ValueError(f"non-finite values (NaN or inf) in {', '.join(bad)}: this state is not saved, the "
+                             "last checkpoint is kept")
         if self.comm.rank == 0:
             save_checkpoint(path, arrays, self.meta())
         self.saved_iteration = self.iteration
@@ -217,12 +221,16 @@ class Trainer:
         """Steps 2-4 of an iteration on a batch of either sampler: GAE, TRPO step, value fit."""
         cfg, paths, comm = self.cfg, batch.paths, self.comm
         adv_te, ret_te, val_te = paths_gae(self.vf, paths, cfg.gamma, cfg.lam)
+        if not np.isfinite(ret_te).all():
+            raise ValueError("non-finite value targets (λ-returns): V's predictions or the scaled rewards are NaN or inf")
         tb = TRPOBatch(self.policy, batch.surrogate(adv_te.reshape(-1), comm), damping=cfg.damping,
                        fvp_fraction=cfg.fvp_fraction, rng=self.rng_fvp, chunk=self.chunk, comm=comm)
         stats = trpo_step(tb, cfg.max_kl, cfg.cg_iters, cfg.cg_tol, cfg.backtrack_coef, cfg.max_backtracks)
         ret_n = ret_te.reshape(-1)
         stats["vf_explained_var"] = explained_variance(val_te.reshape(-1), ret_n, comm)  # of V before the fit
         stats.update(self.vf.fit(paths.flat(paths.obs_te), ret_n, self.rng_vf, paths.reward_scale, comm))
+        if not np.isfinite(stats["vf_loss"]):
+            raise ValueError(f"value fit: non-finite loss ({stats['vf_loss']})")
         return stats
 
     def evaluate(self, episodes: int, seed: int) -> list[float]:

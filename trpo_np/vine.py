@@ -110,6 +110,9 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
             a = np.clip(act[b], *clip) if clip is not None else act[b]
             obs, r, term, trunc, _ = envs[b].step(a)
             steps += 1
+            if not (np.isfinite(r) and (obs.dtype.kind != "f" or np.isfinite(obs).all())):
+                raise ValueError(f"vine: a branch's step() returned a non-finite value (NaN or inf) in its "
+                                 f"{'reward' if not np.isfinite(r) else 'observation'}")
             q_b[b] += disc * reward_scale * float(r)  # Σ_t γ^t r_t
             if term:
                 alive[b] = False  # true terminal state: value 0
