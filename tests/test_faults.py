@@ -18,6 +18,11 @@ from trpo_np import train
 from trpo_np.rundir import WALL_CLOCK, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI = True
+except ImportError:
+    HAVE_MPI = False
 CARTPOLE = ["--env", "CartPole-v1", "--batch-steps", "200", "--num-envs", "2", "--eval-every", "0", "--seed", "2",
             "--quiet"]
 
@@ -40,8 +45,8 @@ def child(point, iteration, argv, timeout=120):
 
 def one_line(err):
     """The stderr of a run that failed: exactly one line ``run.py: error: ...`` (or the
-    interruption's line), no traceback."""
-    lines = err.strip().splitlines()
+    interruption's line), no traceback. The emulator's banner (ALE prints it on stderr) aside."""
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith(("A.L.E: ", "[Powered by Stella]"))]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -304,3 +309,37 @@ def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, capsys):
         assert [x["iteration"] for x in rows(out)] == ["1", "2"]
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("env,extra", [
+    ("CartPole-v1", []),
+    ("CartPole-v1", ["--method", "vine", "--vine-states", "8", "--vine-horizon", "5", "--batch-steps", "600"]),
+    ("Hopper-v4", []),
+    ("Pendulum-v1", ["--method", "vine", "--vine-states", "6", "--vine-horizon", "5", "--batch-steps", "600"]),
+    ("ALE/Pong-v5", ["--batch-steps", "128", "--sticky-actions", "0.25"]),
+])
+def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, env, extra):
+    """Ctrl-C in iteration 2 of 3 (the checkpoint holds iteration 1), then --resume: progress.csv
+    is the uninterrupted run's, bit for bit (wall-clock columns aside): the env copies' simulator
+    states and generators, the episodes in progress, the running returns and V's reward unit are
+    in the checkpoint. Single path and vine; classic control, MuJoCo and Atari."""
+    argv = ["--env", env, "--batch-steps", "200", "--num-envs", "2", "--eval-every", "0", "--seed", "3",
+            "--quiet"] + extra
+    steps = str(3 * int(argv[len(argv) - 1 - argv[::-1].index("--batch-steps") + 1]))
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    assert run.main(argv + ["--steps", steps, "--out", whole]) == 0
+    r = child("SIGINT", 2, argv + ["--steps", steps, "--out", part])
+    assert r.returncode == 130 and "holds iteration 1" in one_line(r.stderr), r.stderr
+    assert run.main(["--resume", part, "--quiet"]) == 0
+    assert len(progress(whole)) >= 3 and progress(part) == progress(whole)
+
+
+@pytest.mark.skipif(not HAVE_MPI, reason="needs the mpi extra: pip install -e '.[mpi]'")
+def test_a_resumed_two_rank_run_is_the_uninterrupted_run(tmp_path):
+    """Rank 0 saves the env copies of both ranks; on resume each rank takes its block back."""
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    argv = CARTPOLE + ["--ranks", "2"]
+    assert run.main(argv + ["--steps", "600", "--out", whole]) == 0
+    assert run.main(argv + ["--steps", "400", "--out", part]) == 0
+    assert run.main(["--resume", part, "--steps", "600", "--quiet"]) == 0
+    assert len(progress(whole)) == 3 and progress(part) == progress(whole)

@@ -155,6 +155,10 @@ def main(argv=None) -> int:
             if trainer.lock is not None and trainer.lock.stale_pid:
                 say(f"note: the last process that trained in {run_dir} (pid {trainer.lock.stale_pid}) ended "
                     "without finishing (killed or crashed)", flush=True)
+            if trainer.iteration and trainer.resume_copies is None:
+                say(f"note: the checkpoint holds no simulator state of the {trainer.cfg.env} copies (the env cannot "
+                    "save it): their episodes in progress restart, so the resumed run is not the uninterrupted one",
+                    flush=True)
             say(f"resuming {run_dir} at iteration {trainer.iteration}, {trainer.env_steps:,} env steps", flush=True)
         else:
             run_dir = args.out or comm.bcast(default_run_dir(cfg))

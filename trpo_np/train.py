@@ -137,6 +137,8 @@ class Trainer:
         self.reward_scaler = RewardScaler(self.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None
         self.iteration, self.env_steps, self.trunk_steps, self.branch_steps = 0, 0, 0, 0
         self.saved_iteration = None  # the iteration of the last checkpoint written or read (None: none)
+        self.sampler = None  # while train() runs: its sampler, whose episodes in progress a checkpoint saves
+        self.resume_copies = None  # this rank's env copies from the checkpoint, for the next make_sampler
         self.lock = None  # the run directory's RunLock (rank 0 of a run with a directory)
         self.elapsed = self.eval_time = 0.0  # wall-clock seconds of the run, and of it in evaluations
 
@@ -158,12 +160,17 @@ class Trainer:
         if self.reward_scaler is not None:
             arrays.update(self.reward_scaler.rms.state("ret"))
             arrays["ret_running"] = np.array(self.comm.gather(list(self.reward_scaler.ret)))
+        meta = self.meta()
+        if self.sampler is not None:  # the episodes in progress, when every copy can save its simulator
+            copies = self.comm.gather(self.sampler.state())
+            if all(c["env"] is not None for c in copies):
+                meta["sampler"] = simstate.encode(copies, arrays, "sampler")
         bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
         if bad:  # the same on every rank
             raise ValueError(f"non-finite values (NaN or inf) in {', '.join(bad)}: this state is not saved, the "
                              "last checkpoint is kept")
         if self.comm.rank == 0:
-            save_checkpoint(path, arrays, self.meta())
+            save_checkpoint(path, arrays, meta)
         self.saved_iteration = self.iteration
 
     def close(self) -> None:
@@ -189,9 +196,15 @@ class Trainer:
         if weights_only:
             return meta
         self.vf.adam.load({k[5:]: arrays[k] for k in arrays if k.startswith("adam_")})
+        # the episodes in progress continue where every env copy saved its simulator state; else
+        # they restart (and so do their running returns)
+        self.resume_copies = None
+        if "sampler" in meta:
+            self.resume_copies = simstate.decode(meta["sampler"], arrays)[self.first:self.first + self.num_envs]
         if self.reward_scaler is not None:
             self.reward_scaler.rms.load(arrays, "ret")
-            self.reward_scaler.ret[:] = arrays["ret_running"][self.first:self.first + self.num_envs]
+            if self.resume_copies is not None:
+                self.reward_scaler.ret[:] = arrays["ret_running"][self.first:self.first + self.num_envs]
         self.rng_act.bit_generator.state = meta["rng"]["rng_act"]
         self.rng_vf.bit_generator.state = meta["rng"]["rng_vf"]
         self.rng_fvp.bit_generator.state = meta["rng"]["rng_fvp"]
@@ -205,17 +218,24 @@ class Trainer:
     def make_sampler(self):
         """The sampler of ``cfg.method`` over fresh env copies, built from this run's parts."""
         cfg = self.cfg
-        # A resumed run reseeds its envs from (seed, iteration): episodes in progress restart.
-        seed = self.seeds.env_seed("envs", self.iteration)
+        # A resumed run puts its copies back into their saved states; where the env could not
+        # save them, it reseeds the copies from (seed, iteration) and episodes in progress restart.
+        copies, self.resume_copies = self.resume_copies, None
+        key = 0 if copies is not None else self.iteration
+        seed = self.seeds.env_seed("envs", key)
         venv = VectorEnv(cfg.env, self.num_envs, **cfg.atari)  # this rank's copies
         if cfg.method == "vine":
             from .vine import VineSampler
-            return VineSampler(venv, lambda: make_env(cfg.env, **cfg.atari), self.policy, self.vf, self.rng_act, seed,
-                               self.seeds.env_seed("branch_envs", self.iteration), self.obs_rms,
-                               self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions, cfg.vine_horizon,
-                               self.first, cfg.num_envs)
-        return SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler, self.first,
-                                 cfg.num_envs)
+            sampler = VineSampler(venv, lambda: make_env(cfg.env, **cfg.atari), self.policy, self.vf, self.rng_act,
+                                  seed, self.seeds.env_seed("branch_envs", key), self.obs_rms, self.reward_scaler,
+                                  cfg.gamma, cfg.vine_states, cfg.vine_actions, cfg.vine_horizon, self.first,
+                                  cfg.num_envs)
+        else:
+            sampler = SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler,
+                                        self.first, cfg.num_envs)
+        if copies is not None:
+            sampler.restore(copies)
+        return sampler
 
     def update(self, batch) -> dict:
         """Steps 2-4 of an iteration on a batch of either sampler: GAE, TRPO step, value fit."""
@@ -246,7 +266,7 @@ class Trainer:
         if comm.size > 1:  # Ctrl-C reaches every rank at a different point: stop together after a checkpoint
             self.interrupted = 0
             handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        sampler = self.make_sampler()
+        sampler = self.sampler = self.make_sampler()
         log = None
         if self.run_dir and comm.rank == 0:
             log = ProgressLog(self.run_dir, self.iteration if self.iteration else None, self.quiet)
@@ -307,6 +327,7 @@ class Trainer:
             if log:
                 log.close()
             sampler.close()
+            self.sampler = None
             if comm.size > 1:
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)

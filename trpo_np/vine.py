@@ -249,6 +249,14 @@ class VineSampler:
             env.close()
         self.branch_envs = []
 
+    def state(self) -> list[dict]:
+        """The trunk's copies (:meth:`SinglePathSampler.state`); a branch starts from a restored
+        state, so the branch copies carry nothing across iterations."""
+        return self.trunk_sampler.state()
+
+    def restore(self, copies: list[dict]) -> None:
+        self.trunk_sampler.restore(copies)
+
     def split(self, steps: int) -> tuple[int, int]:
         """(trunk steps, branch budget N·K·T) for a per-iteration budget of ``steps`` (all ranks)."""
         branch = self.N * self.K * self.T
