@@ -343,3 +343,25 @@ def test_a_resumed_two_rank_run_is_the_uninterrupted_run(tmp_path):
     assert run.main(argv + ["--steps", "400", "--out", part]) == 0
     assert run.main(["--resume", part, "--steps", "600", "--quiet"]) == 0
     assert len(progress(whole)) == 3 and progress(part) == progress(whole)
+
+
+def test_the_vine_stays_near_its_budget(tmp_path):
+    """The last iteration gets a smaller rollout set: at most MIN_TRUNK_STEPS + K·T steps past
+    --steps (before: a whole N·K·T of branches past it)."""
+    out = str(tmp_path / "vine")
+    assert run.main(["--env", "CartPole-v1", "--method", "vine", "--vine-states", "50", "--vine-horizon", "10",
+                     "--batch-steps", "1600", "--steps", "2000", "--num-envs", "2", "--eval-every", "0", "--out", out,
+                     "--quiet"]) == 0
+    last = rows(out)[-1]
+    assert 2000 <= int(last["env_steps"]) <= 2000 + 512 + 2 * 10
+
+
+def test_the_final_evaluation_is_the_last_iterations(tmp_path, monkeypatch, capsys):
+    calls = []
+    evaluate = train.Trainer.evaluate
+    monkeypatch.setattr(train.Trainer, "evaluate", lambda self, *a: calls.append(a) or evaluate(self, *a))
+    out = str(tmp_path / "eval")
+    assert run.main(CARTPOLE + ["--steps", "400", "--eval-every", "400", "--out", out]) == 0
+    assert len(calls) == 1
+    mean = float(rows(out)[-1]["eval_return_mean"])
+    assert f"final deterministic evaluation over 10 episodes: {mean:.1f}" in capsys.readouterr().out
