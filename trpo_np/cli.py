@@ -166,6 +166,9 @@ def main(argv=None) -> int:
             ranks = f", {comm.size} ranks" if comm.size > 1 else ""
             say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
+    except KeyboardInterrupt:
+        print("run.py: interrupted before training started; run the same command again", file=sys.stderr)
+        return 130
     except (ValueError, EnvError, RunError, ShapeError, RuntimeError, OSError, gym.error.Error) as e:
         if comm.size == 1:
             print(f"run.py: error: {e}", file=sys.stderr)
