@@ -106,15 +106,18 @@ class VectorEnv:
                 raise EnvError(f"{self.env_id}: step() of env copy {i} raised {type(e).__name__}: {e}") from e
             rew[i], term[i], trunc[i] = r, te, tr
             raw[i] = info.get("raw_reward", r)
-            if not (np.isfinite(rew[i]) and np.isfinite(raw[i])):
-                raise EnvError(f"{self.env_id}: step() of env copy {i} returned a non-finite value (NaN or inf) "
-                               f"as its reward ({raw[i]})")
-            o = self._check(o, i, "step()")
+            o = self._check_shape(o, i, "step()")
             if te or tr:
                 game_over[i] = not info.get("life_lost", False)
                 final[i] = o
                 o = self._reset(i)
             obs[i] = o
+        if not np.isfinite(raw).all() or not np.isfinite(rew).all():  # one test for all copies
+            i = int(np.flatnonzero(~(np.isfinite(raw) & np.isfinite(rew)))[0])
+            raise EnvError(f"{self.env_id}: step() of env copy {i} returned a non-finite value (NaN or inf) "
+                           f"as its reward ({raw[i]})")
+        self._check_finite(final, "step()")
+        self._check_finite(obs, "step()")
         return obs, rew, term, trunc, {"final_obs": final, "raw_reward": raw, "game_over": game_over}
 
     def _reset(self, i: int, seed: int | None = None):
@@ -122,17 +125,23 @@ class VectorEnv:
             o = self.envs[i].reset(seed=seed)[0]
         except Exception as e:
             raise EnvError(f"{self.env_id}: reset() of env copy {i} raised {type(e).__name__}: {e}") from e
-        return self._check(o, i, "reset()")
+        o = self._check_shape(o, i, "reset()")
+        self._check_finite(o[None], "reset()", i)
+        return o
 
-    def _check(self, o, i: int, call: str):
+    def _check_shape(self, o, i: int, call: str):
         o = np.asarray(o)
         if o.shape != self.single_observation_space.shape:
             raise EnvError(f"{self.env_id}: {call} of env copy {i} returned an observation of shape {o.shape}, "
                            f"not the observation space's {self.single_observation_space.shape}")
-        if o.dtype.kind == "f" and not np.isfinite(o).all():
-            raise EnvError(f"{self.env_id}: {call} of env copy {i} returned a non-finite value (NaN or inf) in its "
-                           f"observation (feature {np.flatnonzero(~np.isfinite(o.reshape(-1)))[0]})")
         return o
+
+    def _check_finite(self, obs, call: str, first: int = 0) -> None:
+        """obs: (copies,) + obs_shape, of copies first, first + 1, ..."""
+        if obs.dtype.kind == "f" and not np.isfinite(obs).all():
+            i, j = np.argwhere(~np.isfinite(obs.reshape(len(obs), -1)))[0]
+            raise EnvError(f"{self.env_id}: {call} of env copy {first + i} returned a non-finite value (NaN or inf) "
+                           f"in its observation (feature {j})")
 
     def close(self) -> None:
         for env in self.envs:
