@@ -208,13 +208,13 @@ def train_and_report(trainer, run_dir: str, comm, say) -> int:
                                                       trainer.seeds.env_seed("final_eval"))
     except KeyboardInterrupt as e:
         term = isinstance(e, train.Terminated)
-        say(f"\n{'terminated (SIGTERM)' if term else 'interrupted'} in iteration {trainer.iteration + 1}; {saved()}",
-            file=sys.stderr)
+        say(f"\n{'terminated (SIGTERM)' if term else 'interrupted'} in iteration {(trainer.saved_iteration or 0) + 1}; "
+            f"{saved()}", file=sys.stderr)
         return 143 if term else 130
     except Exception as e:  # e.g. NaN observations: one line, and no rank left waiting in a collective
         where = f" on rank {comm.rank}" if comm.size > 1 else ""
         kind = "" if isinstance(e, (ValueError, ShapeError)) else f"{type(e).__name__}: "
-        print(f"run.py: error: {kind}{e} (in iteration {trainer.iteration + 1}{where}; {saved()})",
+        print(f"run.py: error: {kind}{e} (in iteration {(trainer.saved_iteration or 0) + 1}{where}; {saved()})",
               file=sys.stderr, flush=True)
         comm.abort(1)
         return 1
@@ -234,10 +234,11 @@ def _terminate(signum, frame):
 
 def launch(command: list[str]) -> int:
     """Run ``command`` (mpiexec with the ranks) and return its exit status; Ctrl-C reaches the
-    ranks, which finish their checkpoint, and we wait for them."""
+    ranks, SIGTERM is passed on to mpiexec, they finish their checkpoint, and we wait for them."""
     import subprocess
 
     proc = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))  # to the ranks too
     while True:
         try:
             return proc.wait()
