@@ -143,7 +143,14 @@ def main(argv=None) -> int:
             ranks = cfg.ranks if args.ranks is not None else comm.size
             cfg.ranks = ranks
         if ranks > 1 and comm.size == 1:  # --ranks N (or resuming an N-rank run): start the N ranks
-            return launch(parallel.mpiexec_command(ranks, ["-m", "trpo_np"] + argv))
+            code = launch(parallel.mpiexec_command(ranks, ["-m", "trpo_np"] + argv))
+            if code in (0, 1, 2, 130, 143):  # the ranks said what happened
+                return code
+            run_dir = args.resume or args.out
+            print(f"run.py: error: an MPI rank ended abnormally (mpiexec exit status {code}); the checkpoint is the "
+                  "last complete one" + (f", continue with: python run.py --resume {run_dir}" if run_dir else ""),
+                  file=sys.stderr)
+            return 1
         if args.resume:
             trainer = train.resume_run(args.resume, args.steps, args.quiet, comm)
             run_dir = args.resume
@@ -214,7 +221,10 @@ def train_and_report(trainer, run_dir: str, comm, say) -> int:
     except Exception as e:  # e.g. NaN observations: one line, and no rank left waiting in a collective
         where = f" on rank {comm.rank}" if comm.size > 1 else ""
         kind = "" if isinstance(e, (ValueError, ShapeError)) else f"{type(e).__name__}: "
-        print(f"run.py: error: {kind}{e} (in iteration {(trainer.saved_iteration or 0) + 1}{where}; {saved()})",
+        msg = (str(e).strip().splitlines() or [""])[0]  # one line (MPI errors come with a whole stack)
+        if type(e).__module__.startswith("mpi4py"):
+            kind, msg = "", f"an MPI collective failed: another rank ended or cannot be reached ({msg})"
+        print(f"run.py: error: {kind}{msg} (in iteration {(trainer.saved_iteration or 0) + 1}{where}; {saved()})",
               file=sys.stderr, flush=True)
         comm.abort(1)
         return 1
