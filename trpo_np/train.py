@@ -200,7 +200,11 @@ class Trainer:
         # they restart (and so do their running returns)
         self.resume_copies = None
         if "sampler" in meta:
-            self.resume_copies = simstate.decode(meta["sampler"], arrays)[self.first:self.first + self.num_envs]
+            try:
+                self.resume_copies = simstate.decode(meta["sampler"], arrays)[self.first:self.first + self.num_envs]
+            except Exception as e:
+                raise RunError(f"checkpoint {path!r} is damaged: its env states cannot be read "
+                               f"({type(e).__name__}: {e})") from e
         if self.reward_scaler is not None:
             self.reward_scaler.rms.load(arrays, "ret")
             if self.resume_copies is not None:
@@ -234,7 +238,11 @@ class Trainer:
             sampler = SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler,
                                         self.first, cfg.num_envs)
         if copies is not None:
-            sampler.restore(copies)
+            try:
+                sampler.restore(copies)
+            except BaseException:
+                sampler.close()
+                raise
         return sampler
 
     def update(self, batch) -> dict:
