@@ -112,7 +112,22 @@ def test_trpo_step_guards_zero_gradient_and_indefinite_curvature():
     assert np.array_equal(prob.theta, prob.theta_old)
     prob = QuadraticProblem()
     prob.g[0] = np.nan
-    assert trpo_step(prob)["reason"] == "non-finite gradient"
+    with pytest.raises(ValueError, match="non-finite surrogate or gradient"):
+        trpo_step(prob)
+    assert np.array_equal(prob.theta, prob.theta_old)
+
+
+def test_line_search_stops_on_a_non_finite_value_with_theta_old():
+    theta_old = np.zeros(3)
+    calls = []
+
+    def evaluate(theta):
+        calls.append(theta.copy())
+        return (np.nan, 0.0, 0.0) if len(calls) == 2 else (-1.0, 0.0, 0.0)
+
+    with pytest.raises(ValueError, match="non-finite surrogate or KL"):
+        line_search(evaluate, theta_old, np.ones(3), L_old=0.0, max_kl=0.01)
+    assert np.array_equal(calls[-1], theta_old)
 
 
 def test_gae_hand_computed_with_terminated_and_truncated_episodes():

@@ -33,7 +33,7 @@ def test_run_py_trains_resumes_and_evaluates_hopper(tmp_path, capsys):
     args = ["--env", "Hopper-v4", "--steps", "1024", "--batch-steps", "512", "--num-envs", "2",
             "--eval-every", "512", "--seed", "3", "--out", out]
     assert run.main(args) == 0
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "monitor.csv", "progress.csv",
+    assert sorted(os.listdir(out)) == [".lock", "checkpoint.npz", "config.json", "monitor.csv", "progress.csv",
                                        "versions.json"]
     rows = read_rows(out)
     assert [r["iteration"] for r in rows] == ["1", "2"] and rows[-1]["env_steps"] == "1024"

@@ -215,7 +215,9 @@ def test_sampler_batch_q_matches_closed_form_with_value_bootstrap():
     finally:
         sampler.close()
     N, K, T = 300, 3, 3
-    assert sampler.split(2000 + N * K * T) == (2000, N * K * T) and sampler.split(100) == (2 * N, N * K * T)
+    assert sampler.split(2000 + N * K * T) == (2000, N) and sampler.split(2 * N + N * K * T) == (2 * N, N)
+    # a budget smaller than N·K·T and the smallest trunk (a run's last iteration): fewer rollout states
+    assert sampler.split(512 + 10 * K * T + 5) == (518, 10) and sampler.split(100) == (512, 1)
     assert batch.paths.steps == 2000 and batch.q_nk.shape == (N, K) and batch.enumerated
     assert 0 < batch.branch_steps <= N * K * T
     np.testing.assert_array_equal(batch.act_nk, np.tile(np.arange(3), (N, 1)))
@@ -235,7 +237,7 @@ def test_sampler_draws_distinct_uniform_actions_when_the_space_is_larger_than_k(
     tr = Trainer(cfg, run_dir=None, quiet=True)
     sampler = tr.make_sampler()
     try:
-        batch = sampler.sample(100)
+        batch = sampler.sample(512 + 20 * 2 * 2)  # the smallest trunk and N·K·T branch steps
     finally:
         sampler.close()
     assert not batch.enumerated and batch.act_nk.shape == (20, 2)

@@ -11,7 +11,9 @@ the ``trpo-np`` console script: the same program).
 The subcommand word is optional: without one, the flags train (or --resume, --eval) as before.
 
 Atari ids (ALE/Pong-v5) get the Atari defaults (CNN policy, larger batches, Fisher sub-sampling).
-Bad input prints one line ``run.py: error: ...`` and exits with status 2.
+Every fault is one line ``run.py: error: ...`` on stderr. Exit status: 0 done, 2 bad input or
+setup (nothing written), 1 a failure during training, 130 Ctrl-C (SIGINT), 143 SIGTERM; the
+run directory then holds the last completed iteration (README, "Faults").
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 
@@ -93,7 +96,7 @@ def build_config(args):
     from trpo_np.atari import is_atari_id
     from trpo_np.config import Config, make_config
 
-    env = args.env or Config.env
+    env = Config.env if args.env is None else args.env
     names = ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
              "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "cnn",
              "vf_epochs", "vf_lr", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
@@ -186,6 +189,9 @@ def main(argv=None) -> int:
     else:
         argv = argv[1:] if command == "train" else argv
         args = parse_args(argv)
+    import gymnasium as gym
+
+    warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: importing gymnasium resets it
     from trpo_np import parallel
     from trpo_np.train import resume_run, start_run  # (trpo_np.train is the API's function)
     from trpo_np.envs import EnvError
@@ -217,14 +223,29 @@ def main(argv=None) -> int:
             ranks = cfg.ranks if args.ranks is not None else comm.size
             cfg.ranks = ranks
         if ranks > 1 and comm.size == 1:  # --ranks N (or resuming an N-rank run): start the N ranks
-            return launch(parallel.mpiexec_command(ranks, ["-m", "trpo_np"] + argv))
+            code = launch(parallel.mpiexec_command(ranks, ["-m", "trpo_np"] + argv))
+            if code in (0, 1, 2, 130, 143):  # the ranks said what happened
+                return code
+            run_dir = args.resume or args.out
+            print(f"run.py: error: an MPI rank ended abnormally (mpiexec exit status {code}); the checkpoint is the "
+                  "last complete one" + (f", continue with: python run.py --resume {run_dir}" if run_dir else ""),
+                  file=sys.stderr)
+            return 1
         if args.resume:
             trainer = resume_run(args.resume, args.steps, args.quiet, comm)
             run_dir = args.resume
             if trainer.env_steps >= trainer.cfg.steps:
+                trainer.close()
                 say(f"{run_dir}: already at {trainer.env_steps:,} of {trainer.cfg.steps:,} steps; "
                     "raise --steps to continue", flush=True)
                 return 0
+            if trainer.lock is not None and trainer.lock.stale_pid:
+                say(f"note: the last process that trained in {run_dir} (pid {trainer.lock.stale_pid}) ended "
+                    "without finishing (killed or crashed)", flush=True)
+            if trainer.iteration and trainer.resume_copies is None:
+                say(f"note: the checkpoint holds no simulator state of the {trainer.cfg.env} copies (the env cannot "
+                    "save it): their episodes in progress restart, so the resumed run is not the uninterrupted one",
+                    flush=True)
             say(f"resuming {run_dir} at iteration {trainer.iteration}, {trainer.env_steps:,} env steps", flush=True)
         else:
             run_dir = args.out or comm.bcast(default_run_dir(cfg))
@@ -232,7 +253,10 @@ def main(argv=None) -> int:
             ranks = f", {comm.size} ranks" if comm.size > 1 else ""
             say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
-    except (ValueError, EnvError, RunError, ShapeError, RuntimeError) as e:
+    except KeyboardInterrupt:
+        print("run.py: interrupted before training started; run the same command again", file=sys.stderr)
+        return 130
+    except (ValueError, EnvError, RunError, ShapeError, RuntimeError, OSError, gym.error.Error) as e:
         if comm.size == 1:
             print(f"run.py: error: {e}", file=sys.stderr)
             return 2
@@ -245,30 +269,66 @@ def main(argv=None) -> int:
         comm.abort(2)
         return 2
     try:
+        return train_and_report(trainer, run_dir, comm, say)
+    finally:
+        trainer.close()
+
+
+def train_and_report(trainer, run_dir: str, comm, say) -> int:
+    """Train to the end and print the final evaluation; an interruption or a failure is one line
+    that says what the run directory holds (exit status 130 for SIGINT, 143 for SIGTERM, 1)."""
+    from trpo_np.train import Terminated
+    from trpo_np.nn import ShapeError
+
+    def saved() -> str:
+        if trainer.saved_iteration:
+            return (f"the checkpoint in {run_dir} holds iteration {trainer.saved_iteration}; continue with: "
+                    f"python run.py --resume {run_dir}")
+        return f"no iteration was completed; start it again with: python run.py --resume {run_dir}"
+
+    previous = None
+    if comm.size == 1:  # SIGTERM stops the run as Ctrl-C does (several ranks: Trainer.train handles both)
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
         last = trainer.train()
-        rets = trainer.evaluate(trainer.cfg.eval_episodes, trainer.seeds.env_seed("final_eval"))
-    except KeyboardInterrupt:
-        say(f"\ninterrupted at iteration {trainer.iteration}; the checkpoint in {run_dir} is complete. "
-            f"Continue with: python run.py --resume {run_dir}", file=sys.stderr)
-        return 130
+        rets = trainer.final_eval or trainer.evaluate(trainer.cfg.eval_episodes,
+                                                      trainer.seeds.env_seed("final_eval"))
+    except KeyboardInterrupt as e:
+        term = isinstance(e, Terminated)
+        say(f"\n{'terminated (SIGTERM)' if term else 'interrupted'} in iteration {(trainer.saved_iteration or 0) + 1}; "
+            f"{saved()}", file=sys.stderr)
+        return 143 if term else 130
     except Exception as e:  # e.g. NaN observations: one line, and no rank left waiting in a collective
         where = f" on rank {comm.rank}" if comm.size > 1 else ""
         kind = "" if isinstance(e, (ValueError, ShapeError)) else f"{type(e).__name__}: "
-        print(f"run.py: error: {kind}{e} (at iteration {trainer.iteration + 1}{where}; the checkpoint in {run_dir} "
-              f"holds iteration {trainer.iteration})", file=sys.stderr, flush=True)
+        msg = (str(e).strip().splitlines() or [""])[0]  # one line (MPI errors come with a whole stack)
+        if type(e).__module__.startswith("mpi4py"):
+            kind, msg = "", f"an MPI collective failed: another rank ended or cannot be reached ({msg})"
+        print(f"run.py: error: {kind}{msg} (in iteration {(trainer.saved_iteration or 0) + 1}{where}; {saved()})",
+              file=sys.stderr, flush=True)
         comm.abort(1)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     say(f"done: {trainer.env_steps:,} env steps in {last.get('elapsed', 0):.0f} s; final deterministic "
         f"evaluation over {len(rets)} episodes: {sum(rets) / len(rets):.1f}; run directory {run_dir}")
     return 0
 
 
+def _terminate(signum, frame):
+    from trpo_np.train import Terminated
+
+    raise Terminated()
+
+
 def launch(command: list[str]) -> int:
     """Run ``command`` (mpiexec with the ranks) and return its exit status; Ctrl-C reaches the
-    ranks, which finish their checkpoint, and we wait for them."""
+    ranks, SIGTERM is passed on to mpiexec, they finish their checkpoint, and we wait for them."""
     import subprocess
 
     proc = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))  # to the ranks too
     while True:
         try:
             return proc.wait()
@@ -286,28 +346,43 @@ def evaluate_checkpoint(args) -> int:
 
     args.eval = checkpoint_path(args.eval)  # a run directory: its checkpoint.npz
     _, meta = load_checkpoint(args.eval)
-    cfg = Config.from_json(meta["config"])
+    try:
+        cfg = Config.from_json(meta["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RunError(f"checkpoint {args.eval!r} is damaged: its config cannot be read ({type(e).__name__}: {e})")
     cfg.ranks = 1  # an evaluation runs in one process
     if args.env and args.env != cfg.env:
         raise RunError(f"checkpoint {args.eval!r} was trained on {cfg.env}, not {args.env}")
     if args.episodes <= 0:
         raise ValueError(f"--episodes must be positive, got {args.episodes}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.video:
         if not args.video.endswith((".mp4", ".webm")):
             raise ValueError(f"--video must name an .mp4 or .webm file, got {args.video!r}")
-        os.makedirs(os.path.dirname(os.path.abspath(args.video)), exist_ok=True)
+        existed = os.path.exists(args.video)
+        try:  # the file can be written: checked before any rendering
+            os.makedirs(os.path.dirname(os.path.abspath(args.video)), exist_ok=True)
+            open(args.video, "ab").close()
+        except OSError as e:
+            raise RunError(f"cannot write the video file {args.video!r}: {e.strerror or e}") from e
+        if not existed:
+            os.remove(args.video)
     trainer = Trainer(cfg, run_dir=None, quiet=True)
     trainer.load(args.eval, weights_only=True)
     seed = trainer.seeds.env_seed("final_eval") if args.seed is None else args.seed
     try:
         rets = evaluate(cfg, trainer.policy, trainer.obs_rms, args.episodes, seed=seed, video=args.video)
-    except EnvError:  # e.g. the env's render package is missing: its own one line
-        raise
-    except Exception as e:  # rendering back ends fail in many ways; say what to do
-        if args.video and ("GL" in str(e) or "render" in str(e).lower() or isinstance(e, RuntimeError)):
-            raise RunError(f"could not render a video ({e.__class__.__name__}: {e}); on a headless machine set "
-                           "MUJOCO_GL=egl (or MUJOCO_GL=osmesa)") from e
-        raise
+    except Exception as e:  # rendering back ends and envs fail in many ways: one line that says what to do
+        if args.video and os.path.exists(args.video) and not os.path.getsize(args.video):
+            os.remove(args.video)
+        if isinstance(e, EnvError):  # e.g. the env's render package is missing: its own one line
+            raise
+        if isinstance(e, RunError) or not args.video:
+            raise RunError(f"evaluation failed: {e}" if isinstance(e, ValueError) else
+                           f"evaluation failed: {type(e).__name__}: {e}") from e
+        raise RunError(f"could not render a video ({type(e).__name__}: {e}); on a headless machine set MUJOCO_GL=egl "
+                       "(GPU) or MUJOCO_GL=osmesa (needs the OSMesa library)") from e
     print(f"{cfg.env}: {len(rets)} deterministic episodes, return {np.mean(rets):.1f} ± {np.std(rets):.1f} "
           f"(min {np.min(rets):.1f}, max {np.max(rets):.1f})" + (f"; video {args.video}" if args.video else ""))
     return 0

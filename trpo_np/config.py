@@ -67,8 +67,18 @@ class Config:
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
         for name in ["damping", "cg_tol", "eval_every", "vf_lr"]:
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0, got {v}")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
+        if not self.atari.get("frame_size", 1) > 0:
+            raise ValueError(f"--frame-size must be positive, got {self.atari['frame_size']}")
+        sticky = self.atari.get("sticky_actions", 0.0)
+        if not 0 <= sticky <= 1:
+            raise ValueError(f"--sticky-actions must be a probability in [0, 1], got {sticky}")
+        if not self.env:
+            raise ValueError("--env must name an environment, got ''")
         for name in ["gamma", "lam", "backtrack_coef", "fvp_fraction"]:
             v = getattr(self, name)
             if not 0 < v <= 1 or (name == "backtrack_coef" and v == 1):
@@ -116,7 +126,7 @@ def make_config(env: str | None = None, **settings) -> Config:
     keeps the default; ``atari`` entries are added to the Atari defaults). The vine's batch is
     sized for its branches (N·K·T + 2,500 trunk steps) unless ``batch_steps`` is given.
     Not validated here: :meth:`Config.validate` (the Trainer calls it)."""
-    cfg = Config.for_env(env or Config.env)
+    cfg = Config.for_env(Config.env if env is None else env)  # "" is refused by validate()
     names = {f.name for f in dataclasses.fields(Config)} - {"env"}
     unknown = sorted(set(settings) - names)
     if unknown:

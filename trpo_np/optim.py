@@ -62,12 +62,16 @@ def line_search(evaluate: Callable[[np.ndarray], tuple], theta_old: np.ndarray, 
 
     ``evaluate(theta) -> (L, kl, entropy)`` must set the policy's θ. Accepts the first point with
     kl <= max_kl and L > L_old. Returns (theta, accepted, backtracks, L, kl, entropy), where on
-    failure theta is θ_old and the policy has been set back to it.
+    failure theta is θ_old and the policy has been set back to it. A non-finite L or KL at a
+    trial point sets θ_old back and raises ValueError.
     """
     for k in range(max_backtracks):
         theta = theta_old + (backtrack_coef ** k) * full_step
         L, kl, ent = evaluate(theta)
-        if np.isfinite(L) and np.isfinite(kl) and kl <= max_kl and L > L_old:
+        if not (np.isfinite(L) and np.isfinite(kl)):
+            evaluate(theta_old)
+            raise ValueError(f"line search: non-finite surrogate or KL (L = {L}, KL = {kl}) at trial {k}")
+        if kl <= max_kl and L > L_old:
             return theta, True, k, L, kl, ent
     L, kl, ent = evaluate(theta_old)  # restore θ_old
     return theta_old.copy(), False, max_backtracks, L, kl, ent
@@ -77,23 +81,25 @@ def trpo_step(batch, max_kl: float = 0.01, cg_iters: int = 10, cg_tol: float = 1
               backtrack_coef: float = 0.8, max_backtracks: int = 10) -> dict:
     """One TRPO update on a :class:`~trpo_np.policy.TRPOBatch` (or anything with the same
     ``loss_and_grad``, ``fvp``, ``evaluate`` and ``theta_old``). Updates the policy's θ in place
-    and returns a stats dict; never prints."""
+    and returns a stats dict; never prints. A non-finite surrogate, gradient, xᵀFx or line-search
+    value raises ValueError: θ is left at θ_old."""
     theta_old = batch.theta_old
     L_old, g = batch.loss_and_grad()
     stats = dict(surr_before=float(L_old), surr_after=float(L_old), expected_improve=0.0,
                  kl=0.0, entropy=float("nan"), backtracks=0, cg_residual=0.0, cg_iters=0,
                  step_norm=0.0, accepted=False, reason="")
     g_norm = float(np.linalg.norm(g))
-    if not np.isfinite(g_norm):
-        stats["reason"] = "non-finite gradient"
-        return stats
+    if not (np.isfinite(g_norm) and np.isfinite(L_old)):
+        raise ValueError(f"TRPO step: non-finite surrogate or gradient (L = {L_old}, |g| = {g_norm})")
     if g_norm == 0.0:
         stats["reason"] = "zero gradient"
         return stats
     x, res, k = conjugate_gradient(batch.fvp, g, cg_iters, cg_tol)  # x ≈ F⁻¹ g
     stats.update(cg_residual=res / g_norm, cg_iters=k)
     xFx = float(x @ batch.fvp(x))
-    if k == 0 or not np.isfinite(xFx) or xFx <= 0:
+    if not np.isfinite(xFx):
+        raise ValueError(f"TRPO step: non-finite xᵀFx ({xFx}) from the Fisher-vector product")
+    if k == 0 or xFx <= 0:
         stats["reason"] = f"non-positive or non-finite xᵀFx ({xFx:.3g})"
         return stats
     beta = np.sqrt(2.0 * max_kl / xFx)  # β = sqrt(2δ / xᵀFx): ½ (βx)ᵀ F (βx) = δ

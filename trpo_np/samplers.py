@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
+from . import simstate
 from .envs import VectorEnv
 from .normalize import RewardScaler, RunningMeanStd
 from .parallel import Comm, mean_var
@@ -105,6 +106,18 @@ class SinglePathSampler:
 
     def close(self) -> None:
         self.venv.close()
+
+    def state(self) -> list[dict]:
+        """What continues this block's episodes exactly, per copy: the simulator state (None if
+        the env cannot save it), the current observation, the episode's return and length so far."""
+        return [{"env": simstate.checkpoint_state(env), "obs": self.obs[i], "ep_ret": float(self.ep_ret[i]),
+                 "ep_len": int(self.ep_len[i])} for i, env in enumerate(self.venv.envs)]
+
+    def restore(self, copies: list[dict]) -> None:
+        """Continue from :meth:`state` (of the same copies)."""
+        for i, (env, c) in enumerate(zip(self.venv.envs, copies)):
+            simstate.restore_checkpoint_state(env, c["env"])
+            self.obs[i], self.ep_ret[i], self.ep_len[i] = c["obs"], c["ep_ret"], c["ep_len"]
 
     def normalize(self, obs):
         if self.obs_rms is None:

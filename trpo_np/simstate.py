@@ -1,16 +1,21 @@
-"""Simulator state save/restore, for the vine sampler's branches (paper Sec. 5.2).
+"""Simulator state save/restore, for the vine sampler's branches (paper Sec. 5.2) and for
+checkpoints (a resumed run continues the episodes in progress).
 
 MuJoCo (qpos, qvel, act, ctrl, time, warm-start accelerations), Atari (:mod:`trpo_np.atari`),
 classic control (``unwrapped.state`` and the env's RNG) or an env's own
 ``get_state``/``set_state``, with the TimeLimit counter: restoring a state and replaying the same
-actions reproduces the same observations and rewards (tests/test_vine.py).
+actions reproduces the same observations and rewards (tests/test_vine.py). A checkpoint adds the
+env's own generator (:func:`checkpoint_state`: MuJoCo draws its reset noise from it) and stores
+the states as arrays plus a JSON tree (:func:`encode`, :func:`decode`), no pickle.
 """
 
 from __future__ import annotations
 
 import copy
 
+import ale_py
 import gymnasium as gym
+import numpy as np
 
 from . import atari
 from .envs import EnvError
@@ -105,3 +110,61 @@ def set_state(env, state, kind: str | None = None) -> None:
     tl = _time_limit(env)
     if tl is not None and state["elapsed"] is not None:
         tl._elapsed_steps = state["elapsed"]
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def checkpoint_state(env):
+    """All that decides ``env``'s future, episode resets included: :func:`get_state` and the env's
+    own generator; None if the env cannot save its state."""
+    kind = state_kind(env)
+    if kind is None:
+        return None
+    return {"kind": kind, "sim": get_state(env, kind),
+            "np_random": copy.deepcopy(env.unwrapped.np_random.bit_generator.state)}
+
+
+def restore_checkpoint_state(env, state) -> None:
+    """Put ``env`` (made and reset like the saved one) back into a :func:`checkpoint_state`."""
+    set_state(env, state["sim"], state["kind"])
+    env.unwrapped.np_random.bit_generator.state = copy.deepcopy(state["np_random"])
+
+
+def encode(obj, arrays: dict, prefix: str):
+    """A JSON tree for ``obj`` (dicts with str keys, lists, tuples, arrays, numbers, ALE and Atari
+    states); its arrays go into ``arrays`` as ``prefix_<n>``. :func:`decode` inverts it exactly."""
+    if isinstance(obj, np.ndarray):
+        name = f"{prefix}_{len(arrays)}"
+        arrays[name] = obj.copy()
+        return {"ndarray": name}
+    if isinstance(obj, ale_py.ALEState):
+        return {"ale": encode(np.frombuffer(obj.serialize(), np.uint8), arrays, prefix)["ndarray"]}
+    if isinstance(obj, atari.AtariState):
+        return {"atari": [encode(x, arrays, prefix) for x in (obj.ale, obj.np_random, obj.wrappers)]}
+    if isinstance(obj, tuple):
+        return {"tuple": [encode(x, arrays, prefix) for x in obj]}
+    if isinstance(obj, list):
+        return [encode(x, arrays, prefix) for x in obj]
+    if isinstance(obj, dict):
+        return {"dict": {str(k): encode(v, arrays, prefix) for k, v in obj.items()}}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint")
+
+
+def decode(tree, arrays: dict):
+    if isinstance(tree, list):
+        return [decode(x, arrays) for x in tree]
+    if not isinstance(tree, dict):
+        return tree
+    (tag, v), = tree.items()
+    if tag == "ndarray":
+        return arrays[v].copy()
+    if tag == "ale":
+        return ale_py.ALEState(arrays[v].tobytes())
+    if tag == "atari":
+        return atari.AtariState(*(decode(x, arrays) for x in v))
+    if tag == "tuple":
+        return tuple(decode(x, arrays) for x in v)
+    return {k: decode(x, arrays) for k, x in v.items()}

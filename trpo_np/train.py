@@ -31,10 +31,14 @@ from .normalize import RewardScaler, RunningMeanStd
 from .optim import trpo_step
 from .parallel import Comm, split
 from .policy import Policy, TRPOBatch
-from .rundir import (ProgressLog, RunError, create_run_dir, load_checkpoint, load_config, record_versions,
+from .rundir import (ProgressLog, RunError, RunLock, create_run_dir, load_checkpoint, load_config, record_versions,
                      save_checkpoint, write_json)
 from .samplers import SinglePathSampler
 from .value import ValueFunction, explained_variance, paths_gae
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: the run stops with its last checkpoint complete."""
 
 
 class RunSeeds:
@@ -133,6 +137,10 @@ class Trainer:
         self.obs_rms = RunningMeanStd(obs_space.shape) if use_norm else None
         self.reward_scaler = RewardScaler(self.num_envs, cfg.gamma) if cfg.scale_reward and not self.image else None
         self.iteration, self.env_steps, self.trunk_steps, self.branch_steps = 0, 0, 0, 0
+        self.saved_iteration = None  # the iteration of the last checkpoint written or read (None: none)
+        self.sampler = None  # while train() runs: its sampler, whose episodes in progress a checkpoint saves
+        self.resume_copies = None  # this rank's env copies from the checkpoint, for the next make_sampler
+        self.lock = None  # the run directory's RunLock (rank 0 of a run with a directory)
         self.elapsed = self.eval_time = 0.0  # wall-clock seconds of the run, and of it in evaluations
 
     # -- state ---------------------------------------------------------------------------------
@@ -153,8 +161,24 @@ class Trainer:
         if self.reward_scaler is not None:
             arrays.update(self.reward_scaler.rms.state("ret"))
             arrays["ret_running"] = np.array(self.comm.gather(list(self.reward_scaler.ret)))
+        meta = self.meta()
+        if self.sampler is not None:  # the episodes in progress, when every copy can save its simulator
+            copies = self.comm.gather(self.sampler.state())
+            if all(c["env"] is not None for c in copies):
+                meta["sampler"] = simstate.encode(copies, arrays, "sampler")
+        bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:  # the same on every rank
+            raise ValueError(f"non-finite values (NaN or inf) in {', '.join(bad)}: this state is not saved, the "
+                             "last checkpoint is kept")
         if self.comm.rank == 0:
-            save_checkpoint(path, arrays, self.meta())
+            save_checkpoint(path, arrays, meta)
+        self.saved_iteration = self.iteration
+
+    def close(self) -> None:
+        """Release the run directory's lock (the end of the process releases it too)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def load(self, path: str, weights_only: bool = False) -> dict:
         """Read the checkpoint on rank 0 and send it to every rank (no shared filesystem needed)."""
@@ -173,44 +197,69 @@ class Trainer:
         if weights_only:
             return meta
         self.vf.adam.load({k[5:]: arrays[k] for k in arrays if k.startswith("adam_")})
+        # the episodes in progress continue where every env copy saved its simulator state; else
+        # they restart (and so do their running returns)
+        self.resume_copies = None
+        if "sampler" in meta:
+            try:
+                self.resume_copies = simstate.decode(meta["sampler"], arrays)[self.first:self.first + self.num_envs]
+            except Exception as e:
+                raise RunError(f"checkpoint {path!r} is damaged: its env states cannot be read "
+                               f"({type(e).__name__}: {e})") from e
         if self.reward_scaler is not None:
             self.reward_scaler.rms.load(arrays, "ret")
-            self.reward_scaler.ret[:] = arrays["ret_running"][self.first:self.first + self.num_envs]
+            if self.resume_copies is not None:
+                self.reward_scaler.ret[:] = arrays["ret_running"][self.first:self.first + self.num_envs]
         self.rng_act.bit_generator.state = meta["rng"]["rng_act"]
         self.rng_vf.bit_generator.state = meta["rng"]["rng_vf"]
         self.rng_fvp.bit_generator.state = meta["rng"]["rng_fvp"]
         self.iteration, self.env_steps = meta["iteration"], meta["env_steps"]
         self.trunk_steps, self.branch_steps, self.elapsed = meta["trunk_steps"], meta["branch_steps"], meta["elapsed"]
         self.eval_time, self.vf.unit = meta["eval_time"], meta.get("vf_unit")
+        self.saved_iteration = self.iteration
         return meta
 
     # -- one iteration -------------------------------------------------------------------------
     def make_sampler(self):
         """The sampler of ``cfg.method`` over fresh env copies, built from this run's parts."""
         cfg = self.cfg
-        # A resumed run reseeds its envs from (seed, iteration): episodes in progress restart.
-        seed = self.seeds.env_seed("envs", self.iteration)
+        # A resumed run puts its copies back into their saved states; where the env could not
+        # save them, it reseeds the copies from (seed, iteration) and episodes in progress restart.
+        copies, self.resume_copies = self.resume_copies, None
+        key = 0 if copies is not None else self.iteration
+        seed = self.seeds.env_seed("envs", key)
         venv = VectorEnv(cfg.env, self.num_envs, env_kwargs=cfg.env_kwargs, **cfg.atari)  # this rank's copies
         if cfg.method == "vine":
             from .vine import VineSampler
-            return VineSampler(venv, lambda: make_env(cfg.env, env_kwargs=cfg.env_kwargs, **cfg.atari),
-                               self.policy, self.vf, self.rng_act, seed,
-                               self.seeds.env_seed("branch_envs", self.iteration), self.obs_rms,
-                               self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions, cfg.vine_horizon,
-                               self.first, cfg.num_envs)
-        return SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler, self.first,
-                                 cfg.num_envs)
+            sampler = VineSampler(venv, lambda: make_env(cfg.env, env_kwargs=cfg.env_kwargs, **cfg.atari),
+                                  self.policy, self.vf, self.rng_act, seed, self.seeds.env_seed("branch_envs", key),
+                                  self.obs_rms, self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions,
+                                  cfg.vine_horizon, self.first, cfg.num_envs)
+        else:
+            sampler = SinglePathSampler(venv, self.policy, self.rng_act, seed, self.obs_rms, self.reward_scaler,
+                                        self.first, cfg.num_envs)
+        if copies is not None:
+            try:
+                sampler.restore(copies)
+            except BaseException:
+                sampler.close()
+                raise
+        return sampler
 
     def update(self, batch) -> dict:
         """Steps 2-4 of an iteration on a batch of either sampler: GAE, TRPO step, value fit."""
         cfg, paths, comm = self.cfg, batch.paths, self.comm
         adv_te, ret_te, val_te = paths_gae(self.vf, paths, cfg.gamma, cfg.lam)
+        if not np.isfinite(ret_te).all():
+            raise ValueError("non-finite value targets (λ-returns): V's predictions or the scaled rewards are NaN or inf")
         tb = TRPOBatch(self.policy, batch.surrogate(adv_te.reshape(-1), comm), damping=cfg.damping,
                        fvp_fraction=cfg.fvp_fraction, rng=self.rng_fvp, chunk=self.chunk, comm=comm)
         stats = trpo_step(tb, cfg.max_kl, cfg.cg_iters, cfg.cg_tol, cfg.backtrack_coef, cfg.max_backtracks)
         ret_n = ret_te.reshape(-1)
         stats["vf_explained_var"] = explained_variance(val_te.reshape(-1), ret_n, comm)  # of V before the fit
         stats.update(self.vf.fit(paths.flat(paths.obs_te), ret_n, self.rng_vf, paths.reward_scale, comm))
+        if not np.isfinite(stats["vf_loss"]):
+            raise ValueError(f"value fit: non-finite loss ({stats['vf_loss']})")
         return stats
 
     def evaluate(self, episodes: int, seed: int) -> list[float]:
@@ -222,10 +271,11 @@ class Trainer:
     def train(self) -> dict:
         """Iterations until ``cfg.steps`` env steps; returns the last progress row."""
         cfg, comm = self.cfg, self.comm
+        self.final_eval = None  # the returns of the evaluation in the last iteration, if it had one
         if comm.size > 1:  # Ctrl-C reaches every rank at a different point: stop together after a checkpoint
-            self.interrupted = False
+            self.interrupted = 0
             handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        sampler = self.make_sampler()
+        sampler = self.sampler = self.make_sampler()
         log = None
         if self.run_dir and comm.rank == 0:
             log = ProgressLog(self.run_dir, self.iteration if self.iteration else None, self.quiet, cfg.env)
@@ -252,6 +302,8 @@ class Trainer:
                     t_eval = time.perf_counter()
                     rets = self.evaluate(cfg.eval_episodes, self.seeds.env_seed("eval", self.iteration))
                     eval_mean, eval_std = float(np.mean(rets)), float(np.std(rets))
+                    if self.env_steps >= cfg.steps:
+                        self.final_eval = rets
                     self.eval_time += time.perf_counter() - t_eval
                     next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every
                 episodes = comm.gather(batch.paths.episodes)
@@ -270,23 +322,29 @@ class Trainer:
                            steps_per_s=(trunk + branch) / (t2 - t0), time_sample=t1 - t0, time_update=t2 - t1,
                            time_comm=comm.seconds, eval_time=self.eval_time, elapsed=self.elapsed,
                            eta=self.elapsed / self.env_steps * max(cfg.steps - self.env_steps, 0))  # printed only
+                if log:  # the row first: a checkpoint is never ahead of progress.csv
+                    log.log(row, episodes)
                 if self.run_dir:
                     self.save(os.path.join(self.run_dir, "checkpoint.npz"))
-                if log:
-                    log.log(row, episodes)
-                if comm.size > 1 and comm.sum(np.int64(self.interrupted)) > 0:  # the same answer on every rank
-                    raise KeyboardInterrupt
+                if comm.size > 1:  # the same answer on every rank
+                    sigint, sigterm = comm.sum(np.array([self.interrupted == signal.SIGINT,
+                                                         self.interrupted == signal.SIGTERM], dtype=np.int64))
+                    if sigterm:
+                        raise Terminated()
+                    if sigint:
+                        raise KeyboardInterrupt
         finally:
             if log:
                 log.close()
             sampler.close()
+            self.sampler = None
             if comm.size > 1:
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
         return row
 
     def _request_stop(self, signum, frame) -> None:
-        self.interrupted = True
+        self.interrupted = int(signum)
 
 
 def on_rank0(comm: Comm, fn, *args):
@@ -302,19 +360,44 @@ def on_rank0(comm: Comm, fn, *args):
 
 
 def start_run(cfg: Config, run_dir: str, quiet: bool = False, comm: Comm = Comm()) -> Trainer:
-    """A new run in ``run_dir`` (must not exist or be empty)."""
+    """A new run in ``run_dir`` (must not exist, be empty, or hold a run that ended before its
+    first checkpoint), locked by rank 0 until ``trainer.close()``."""
     trainer = Trainer(cfg, run_dir, quiet, comm)  # validates before anything is written
-    on_rank0(comm, create_run_dir, run_dir, cfg)
+    held = {}
+
+    def create():
+        held["lock"] = create_run_dir(run_dir, cfg)
+    on_rank0(comm, create)
+    trainer.lock = held.get("lock")
     return trainer
 
 
 def resume_run(run_dir: str, steps: int | None = None, quiet: bool = False, comm: Comm = Comm()) -> Trainer:
-    cfg = on_rank0(comm, load_config, run_dir)
-    if steps is not None:
-        cfg.steps = steps
-    trainer = Trainer(cfg, run_dir, quiet, comm)
-    trainer.load(os.path.join(run_dir, "checkpoint.npz"))
-    on_rank0(comm, record_versions, run_dir, trainer.iteration)
-    if steps is not None:
-        on_rank0(comm, write_json, os.path.join(run_dir, "config.json"), cfg.to_json())
+    """The run in ``run_dir`` at its checkpoint (at its start if it ended before its first
+    checkpoint), locked by rank 0 until ``trainer.close()``; ``steps`` raises its budget."""
+    held = {}
+
+    def lock_and_read():
+        load_config(run_dir)  # a run directory, before a lock file is put into it
+        held["lock"] = RunLock(run_dir)
+        return load_config(run_dir)
+    try:
+        cfg = on_rank0(comm, lock_and_read)
+        if steps is not None:
+            cfg.steps = steps
+        trainer = Trainer(cfg, run_dir, quiet, comm)
+        trainer.lock = held.get("lock")
+        path = os.path.join(run_dir, "checkpoint.npz")
+        if on_rank0(comm, os.path.exists, path):
+            trainer.load(path)
+        if steps is not None:
+            if steps <= trainer.env_steps:
+                raise RunError(f"--steps {steps:,} is not more than the {trainer.env_steps:,} env steps that "
+                               f"{run_dir!r} has done; give a larger --steps to continue")
+            on_rank0(comm, write_json, os.path.join(run_dir, "config.json"), cfg.to_json())
+        on_rank0(comm, record_versions, run_dir, trainer.iteration)
+    except BaseException:
+        if held.get("lock"):
+            held["lock"].release()
+        raise
     return trainer

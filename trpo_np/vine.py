@@ -46,8 +46,11 @@ branches alike, is multiplied by the scale frozen at the start of the batch, so 
 
 Env-step budget: ``sample(steps)`` spends ``steps`` env steps in all: the branches take at most
 N·K·T (less when branches terminate early), the trunk the rest, but at least
-``max(2N, MIN_TRUNK_STEPS)`` steps, rounded up to a multiple of ``num_envs``. Branch steps are
-reported separately (``batch.branch_steps``) and count toward the run's total.
+``max(2N, MIN_TRUNK_STEPS)`` steps, rounded up to a multiple of ``num_envs``. A budget below
+N·K·T + MIN_TRUNK_STEPS (the last iteration of a run) gets a smaller rollout set, n states with
+n·K·T <= steps − MIN_TRUNK_STEPS (at least 1), so a run ends at most MIN_TRUNK_STEPS + K·T steps
+past its budget. Branch steps are reported separately (``batch.branch_steps``) and count toward
+the run's total.
 
 Simulator state: :func:`trpo_np.simstate.get_state` / :func:`trpo_np.simstate.set_state` (MuJoCo,
 Atari, classic control, or an env with its own ``get_state``/``set_state``).
@@ -110,6 +113,9 @@ def rollout_branches(envs, states_b, act_b, noise_b, policy: Policy, horizon: in
             a = np.clip(act[b], *clip) if clip is not None else act[b]
             obs, r, term, trunc, _ = envs[b].step(a)
             steps += 1
+            if not (np.isfinite(r) and (obs.dtype.kind != "f" or np.isfinite(obs).all())):
+                raise ValueError(f"vine: a branch's step() returned a non-finite value (NaN or inf) in its "
+                                 f"{'reward' if not np.isfinite(r) else 'observation'}")
             q_b[b] += disc * reward_scale * float(r)  # Σ_t γ^t r_t
             if term:
                 alive[b] = False  # true terminal state: value 0
@@ -246,18 +252,28 @@ class VineSampler:
             env.close()
         self.branch_envs = []
 
+    def state(self) -> list[dict]:
+        """The trunk's copies (:meth:`SinglePathSampler.state`); a branch starts from a restored
+        state, so the branch copies carry nothing across iterations."""
+        return self.trunk_sampler.state()
+
+    def restore(self, copies: list[dict]) -> None:
+        self.trunk_sampler.restore(copies)
+
     def split(self, steps: int) -> tuple[int, int]:
-        """(trunk steps, branch budget N·K·T) for a per-iteration budget of ``steps`` (all ranks)."""
-        branch = self.N * self.K * self.T
-        trunk = max(steps - branch, 2 * self.N, MIN_TRUNK_STEPS)
-        return -(-trunk // self.num_envs_total) * self.num_envs_total, branch
+        """(trunk steps, rollout states n) for a per-iteration budget of ``steps`` (all ranks):
+        n = N, or fewer where N·K·T branch steps and the smallest trunk exceed the budget."""
+        KT = self.K * self.T
+        n = self.N if steps >= self.N * KT + MIN_TRUNK_STEPS else max(1, (steps - MIN_TRUNK_STEPS) // KT)
+        trunk = max(steps - n * KT, 2 * n, MIN_TRUNK_STEPS)
+        return -(-trunk // self.num_envs_total) * self.num_envs_total, n
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(self, steps: int) -> VineBatch:
-        trunk_steps, _ = self.split(steps)
+        trunk_steps, n = self.split(steps)
         E, a = self.num_envs_total, self.first
         Tt = trunk_steps // E
-        N = min(self.N, Tt * E)
+        N = min(n, Tt * E)
         slots = np.sort(self.rng.choice(Tt * E, size=N, replace=False))  # rollout set: (t, e) = divmod(i, E)
         mine = np.flatnonzero((slots % E >= a) & (slots % E < a + self.num_envs))  # rows of this block's states
         trunk, states, obs_n = self._trunk(Tt, slots[mine])
