@@ -159,12 +159,13 @@ class Flatten(Layer):
         return None if rx is None else rx.reshape(rx.shape[0], -1)
 
 
-# Bytes of im2col columns per block of states in Conv2d's passes: small enough to stay in the
-# 512 KiB L2 cache of a core here. Materializing a whole chunk's columns (100 kB per 42×42×4 state
-# for the first Atari layer) made every pass memory-bound; measured on a 2-core EPYC with the paper
-# CNN, 256 states per call: forward 191 -> 84 µs per state (CPU time, blocks of 64 kB to 2 MB all
-# within 15% of each other, 256 kB the best).
-BLOCK_BYTES = 256 * 1024
+# Bytes of im2col columns per block of states in Conv2d's passes. Materializing a whole chunk's
+# columns (100 kB per 42×42×4 state for the first Atari layer) made every pass memory-bound;
+# blocks keep them in the cache (measured on a 2-core EPYC, 512 KiB L2 per core, paper CNN): the
+# forward pass of 256 states went from 191 to 84 µs per state, and a 5,000-step Pong update
+# (CPU time, medians of 3) took 4.18 s with 256 KiB blocks and 3.6-3.8 s with 1 MiB (fewer
+# Python steps per pass in backward; 512 KiB and 2 MiB within the noise of 1 MiB).
+BLOCK_BYTES = 1024 * 1024
 
 
 class Conv2d(Layer):

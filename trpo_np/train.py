@@ -63,10 +63,10 @@ class RunSeeds:
 
 
 # -- construction ------------------------------------------------------------------------------
-# States per network pass for image batches (policy and value). Measured on a 20,000-step Pong
-# update (bench/results/atari-update.md): 256 states 23.0 s and 0.75 GB peak, 1,024 25.8 s,
-# 16,384 33.7 s and 6.05 GB; above ~256 the im2col columns (100 kB a state for conv1) outgrow
-# malloc's reuse and every pass page-faults them in again (system time 2.2 s -> 13.8 s).
+# States per network pass for image batches (policy and value). Conv2d's passes run over blocks
+# of BLOCK_BYTES of columns whatever the chunk (trpo_np/nn.py), so the chunk only bounds the
+# other temporaries: a 5,000-step Pong update took the same CPU time with 128, 256 and 1,024
+# states within the run-to-run noise, and 256 keeps the process smallest (0.20 vs 0.32 GB).
 IMAGE_CHUNK = 256
 def make_spaces(cfg: Config):
     """The env's spaces; for the vine method also checks that its state can be restored, so that
