@@ -1,5 +1,6 @@
 """The Python API: trpo_np.train, trpo_np.load and Agent.predict / evaluate."""
 
+import importlib
 import os
 
 import gymnasium as gym
@@ -57,6 +58,9 @@ def test_predict_on_raw_observations_equals_the_trainers_evaluation(tmp_path, mo
 
     with pytest.raises(ShapeError, match=r"an observation has shape \(4,\)"):
         agent.predict(np.zeros(5))
+    # train() released the run directory's lock: the run can be continued in this process
+    trainer = importlib.import_module("trpo_np.train").resume_run(run.run_dir, 8192, quiet=True)
+    trainer.close()
 
 
 def test_continuous_actions_are_clipped_and_shaped_like_the_action_space(tmp_path):

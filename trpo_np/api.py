@@ -117,8 +117,11 @@ def train(env: str = "Hopper-v4", steps: int | None = None, seed: int = 0, out: 
     cfg = make_config(env, steps=steps, seed=seed, ranks=comm.size, **settings)
     run_dir = out or comm.bcast(default_run_dir(cfg))
     trainer = start_run(cfg, run_dir, quiet, comm)
-    stats = trainer.train()
-    returns = trainer.evaluate(cfg.eval_episodes, trainer.seeds.env_seed("final_eval"))
+    try:
+        stats = trainer.train()
+        returns = trainer.final_eval or trainer.evaluate(cfg.eval_episodes, trainer.seeds.env_seed("final_eval"))
+    finally:
+        trainer.close()  # the run directory's lock
     agent = Agent(cfg, trainer.policy, trainer.obs_rms, trainer.observation_space, trainer.action_space, seed)
     return Run(run_dir, stats, returns, agent, trainer)
 

@@ -193,10 +193,10 @@ def main(argv=None) -> int:
 
     warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: importing gymnasium resets it
     from trpo_np import parallel
-    from trpo_np.train import resume_run, start_run  # (trpo_np.train is the API's function)
     from trpo_np.envs import EnvError
     from trpo_np.nn import ShapeError
     from trpo_np.rundir import RunError, default_run_dir, load_config
+    from trpo_np.train import resume_run, start_run  # (trpo_np.train is the API's function)
 
     try:
         comm = parallel.world()
@@ -277,8 +277,8 @@ def main(argv=None) -> int:
 def train_and_report(trainer, run_dir: str, comm, say) -> int:
     """Train to the end and print the final evaluation; an interruption or a failure is one line
     that says what the run directory holds (exit status 130 for SIGINT, 143 for SIGTERM, 1)."""
-    from trpo_np.train import Terminated
     from trpo_np.nn import ShapeError
+    from trpo_np.train import Terminated
 
     def saved() -> str:
         if trainer.saved_iteration:
