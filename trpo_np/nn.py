@@ -224,36 +224,37 @@ class Conv2d(Layer):
             yield i, j, buf[:j - i].reshape((j - i) * P, K)
 
     def col2im_add(self, dcols, dx):
-        """dx += the adjoint of im2col applied to ``dcols`` (m·Ho·Wo, k·k·C); dx: (m, H, W, C).
-
-        When the stride divides the kernel (k = A·s, as in the Atari networks), kernel offset
-        i = s·a + b lands on input row s·(p + a) + b, so with the input viewed as blocks
-        (rows p + a, phase b) the k² strided slices fold into A² adds of contiguous (b, c) runs.
-        """
+        """dx += the adjoint of im2col applied to ``dcols`` (m·Ho·Wo, k·k·C); dx: (m, H, W, C)."""
         k, s = self.kernel, self.stride
         Ho, Wo = self.out_hw
-        n, C = dx.shape[0], dx.shape[3]
-        if k % s == 0 and s > 1:
-            A = k // s
-            d = dcols.reshape(n, Ho, Wo, A, s, A, s, C)
-            Hc, Wc = s * (Ho + A - 1), s * (Wo + A - 1)  # rows/cols some window covers
-            blocks = dx[:, :Hc, :Wc].reshape(n, Ho + A - 1, s, Wo + A - 1, s, C)  # a view of dx
-            for a in range(A):
-                for a2 in range(A):
-                    view = blocks[:, a:a + Ho, :, a2:a2 + Wo, :, :]
-                    np.add(view, d[:, :, :, a, :, a2, :, :].transpose(0, 1, 3, 2, 4, 5), out=view)
-            return
-        d = dcols.reshape(n, Ho, Wo, k, k, C)
+        d = dcols.reshape(dx.shape[0], Ho, Wo, k, k, dx.shape[3])
         for i in range(k):  # loops over the kernel window only (k² slices), vectorized over n, p, q, c
             for j in range(k):
                 view = dx[:, i:i + s * Ho:s, j:j + s * Wo:s, :]
                 np.add(view, d[:, :, :, i, j, :], out=view)
 
-    def col2im(self, dcols, n):
-        """Adjoint of im2col: scatter-add (n·Ho·Wo, k·k·C) back to (n, H, W, C)."""
-        dx = np.zeros((n,) + self.in_shape, dtype=dcols.dtype)
-        self.col2im_add(dcols, dx)
-        return dx
+    def input_grad(self, dy2, Wm, dx):
+        """dx = ∂⟨dY, conv(x)⟩/∂x for dY (m·Ho·Wo, O) into zeros dx (m, H, W, C): col2im(dY Wᵀ).
+
+        When the stride divides the kernel (k = A·s, the Atari networks), this is itself a
+        stride-1 convolution, computed as one matmul: on the input viewed as s×s blocks
+        (block row P, phase b: row s·P + b), kernel offset i = s·a + b of output row p = P − a
+        lands on block row P, so dX[P, Q, (b, b', c)] = Σ_{a, a', o} dY[P − a, Q − a', o]
+        W[(s a + b, s a' + b', c), o]: the A×A windows of dY zero-padded by A − 1, times W with
+        a and a' reversed. It moves a quarter of the data of dY Wᵀ and its k² scatter-adds."""
+        k, s = self.kernel, self.stride
+        if k % s or s == 1:
+            self.col2im_add(dy2 @ Wm.T, dx)
+            return
+        A, (Ho, Wo), O = k // s, self.out_hw, self.channels
+        m, C = dx.shape[0], dx.shape[3]
+        Hb, Wb = Ho + A - 1, Wo + A - 1  # block rows and columns some window covers
+        pad = np.zeros((m, Ho + 2 * (A - 1), Wo + 2 * (A - 1), O), dtype=dy2.dtype)
+        pad[:, A - 1:A - 1 + Ho, A - 1:A - 1 + Wo] = dy2.reshape(m, Ho, Wo, O)
+        cols = sliding_window_view(pad, (A, A), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3).reshape(m * Hb * Wb, -1)
+        Wt = Wm.reshape(A, s, A, s, C, O)[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(A * A * O, s * s * C)
+        dxb = (cols @ Wt).reshape(m, Hb, Wb, s, s, C)
+        dx[:, :s * Hb, :s * Wb] = dxb.transpose(0, 1, 3, 2, 4, 5).reshape(m, s * Hb, s * Wb, C)
 
     def apply(self, x, w, inplace=False):
         Wm, b = w
@@ -278,7 +279,7 @@ class Conv2d(Layer):
             dyb = dy2[i * P:j * P]
             dw[0] += np.matmul(cols.T, dyb, out=dwi)  # dW = colsᵀ dY, summed over the blocks
             if need_dx:
-                self.col2im_add(dyb @ Wm.T, dx[i:j])  # dx = col2im(dY Wᵀ)
+                self.input_grad(dyb, Wm, dx[i:j])  # dx = col2im(dY Wᵀ)
         np.sum(dy2, axis=0, out=dw[1])
         return dx
 
