@@ -4,7 +4,9 @@
     python run.py --resume runs/Hopper-v4-s0-...       # continue an interrupted run
     python run.py --eval runs/.../checkpoint.npz --episodes 10 --video hopper.mp4
 
-Atari ids (ALE/Pong-v5) get the Atari defaults (CNN policy, larger batches, Fisher sub-sampling).
+Some envs get settings of their own from the table in trpo_np/settings.py (Atari ids: CNN policy,
+larger batches, Fisher sub-sampling; Swimmer: γ = 0.9999; ...); a flag overrides the table, and
+the run prints which entry it used.
 Bad input prints one line ``run.py: error: ...`` and exits with status 2.
 """
 
@@ -28,7 +30,8 @@ warnings.filterwarnings("ignore", message=".*is out of date.*")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Trust Region Policy Optimization (Schulman et al. 2015) in NumPy. "
-                                "Defaults are for MuJoCo; ALE/ ids get the Atari defaults.")
+                                "Defaults are for MuJoCo; Atari, Swimmer, Ant and CartPole get "
+                                "their entry of trpo_np/settings.py; a flag overrides it.")
     a = p.add_argument
     a("--env", help="gymnasium id, e.g. Hopper-v4, CartPole-v1, ALE/Pong-v5 (default Hopper-v4)")
     a("--method", choices=["single", "vine"], help="sampler: single path or vine (default single)")
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
     from trpo_np.envs import EnvError
     from trpo_np.nn import ShapeError
     from trpo_np.rundir import RunError, default_run_dir, load_config
+    from trpo_np.settings import describe
 
     try:
         comm = parallel.world()
@@ -150,6 +154,7 @@ def main(argv=None) -> int:
             run_dir = args.out or comm.bcast(default_run_dir(cfg))
             trainer = train.start_run(cfg, run_dir, args.quiet, comm)
             ranks = f", {comm.size} ranks" if comm.size > 1 else ""
+            say(describe(cfg))
             say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
     except (ValueError, EnvError, RunError, ShapeError, RuntimeError) as e:
