@@ -261,9 +261,9 @@ class VineSampler:
         slots = np.sort(self.rng.choice(Tt * E, size=N, replace=False))  # rollout set: (t, e) = divmod(i, E)
         mine = np.flatnonzero((slots % E >= a) & (slots % E < a + self.num_envs))  # rows of this block's states
         trunk, states, obs_n = self._trunk(Tt, slots[mine])
-        trunk.reward_scale = 1.0 if self.reward_scaler is None else self.reward_scaler.scale()
+        scale = 1.0 if trunk.reward_scale is None else trunk.reward_scale  # the trunk's frozen scale
         act_nk, logq_nk = self._actions(obs_n, N, mine)
-        q_nk, branch_steps = self._branches(states, act_nk, trunk.reward_scale, N, mine)
+        q_nk, branch_steps = self._branches(states, act_nk, scale, N, mine)
         return VineBatch(trunk, obs_n, act_nk, logq_nk, q_nk, self.enumerate, branch_steps)
 
     def _trunk(self, T: int, slots: np.ndarray):
