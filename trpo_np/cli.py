@@ -50,6 +50,7 @@ def parse_args(argv=None):
     a("--lam", type=float, help="GAE λ (default 0.95)")
     a("--hidden", type=str, help="hidden layer sizes, comma separated (default 64,64)")
     a("--activation", choices=["tanh", "relu"], help="MLP activation (default tanh)")
+    a("--log-std-init", type=float, help="initial log-std of a Gaussian policy (default 0: σ = 1; Ant -1)")
     a("--cnn", choices=["paper", "nature"], help="Atari network (default paper)")
     a("--vf-epochs", type=int, help="value-function Adam epochs per iteration (default 10)")
     a("--vf-lr", type=float, help="value-function Adam step size (default 1e-3)")
@@ -80,7 +81,7 @@ def build_config(args):
     env = args.env or Config.env
     cfg = Config.for_env(env)
     for name in ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
-                 "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "cnn",
+                 "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "log_std_init", "cnn",
                  "vf_epochs", "vf_lr", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
                  "vine_horizon", "eval_every", "dtype", "seed"]:
         v = getattr(args, name)

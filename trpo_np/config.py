@@ -37,6 +37,7 @@ class Config:
     lam: float = 0.95
     hidden: tuple = (64, 64)
     activation: str = "tanh"
+    log_std_init: float = 0.0           # initial log-std ℓ of a Gaussian policy (σ = e^ℓ)
     cnn: str = "paper"                  # Atari: "paper" or "nature"
     vf_lr: float = 1e-3
     vf_epochs: int = 10
@@ -67,6 +68,8 @@ class Config:
             v = getattr(self, name)
             if not 0 < v <= 1 or (name == "backtrack_coef" and v == 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1{')' if name == 'backtrack_coef' else ']'}, got {v}")
+        if not np.isfinite(self.log_std_init):
+            raise ValueError(f"--log-std-init must be finite, got {self.log_std_init}")
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ValueError(f"--hidden must be positive layer sizes, got {self.hidden}")
         if self.dtype not in DTYPES:

@@ -95,6 +95,7 @@ def build_networks(cfg: Config, obs_space, act_space, rng: np.random.Generator):
         vnet = mlp(obs_dim, cfg.hidden, 1, cfg.activation, out_gain=1.0, dtype=dtype).init(rng)
         scale = 1.0
     policy = Policy(pnet, dist, obs_scale=scale)
+    policy.shared[:] = cfg.log_std_init  # the Gaussian's initial log-std ℓ (empty for a categorical)
     vf = ValueFunction(vnet, lr=cfg.vf_lr, epochs=cfg.vf_epochs, minibatch=cfg.vf_minibatch, obs_scale=scale)
     return policy, vf
 
