@@ -48,3 +48,13 @@ def test_run_py_prints_the_entry_and_saves_it_in_config_json(tmp_path, capsys):
     assert "settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999" in capsys.readouterr().out
     with open(os.path.join(out, "config.json")) as f:
         assert json.load(f)["gamma"] == 0.9999
+
+
+def test_log_std_init_sets_the_gaussian_sigma_and_a_flag_overrides_it():
+    from trpo_np.train import Trainer
+
+    assert Config.for_env("Ant-v5").log_std_init == -1.0
+    trainer = Trainer(Config.for_env("Ant-v4"), run_dir=None, quiet=True)
+    assert (trainer.policy.shared == -1.0).all() and len(trainer.policy.shared) == 8
+    cfg = run.build_config(run.parse_args(["--env", "Ant-v4", "--log-std-init", "-0.5"]))
+    assert cfg.log_std_init == -0.5 and "log_std_init=-1.0 (flag: -0.5)" in describe(cfg)
