@@ -70,7 +70,9 @@ def run_one(job):
 
     warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: gymnasium resets filters on import
     env_id, method, seed, steps, overrides, eval_episodes, out = job
-    cfg = Config(env=env_id, method=method, steps=steps, seed=seed, **overrides)
+    cfg = Config.for_env(env_id)  # with the env's entry of the settings table, as run.py
+    for k, v in dict(method=method, steps=steps, seed=seed, **overrides).items():
+        setattr(cfg, k, v)
     run_dir = os.path.join(out, f"{env_id.replace('/', '_')}-{method}-s{seed}")
     os.makedirs(run_dir, exist_ok=True)
     trainer = Trainer(cfg, run_dir=run_dir, quiet=True)

@@ -41,7 +41,7 @@ class Faulty(gym.Env):
     observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, render_mode=None, fault="obs", value=np.inf, after=30):
+    def __init__(self, render_mode=None, fault="obs", value=np.inf, after=50):
         self.render_mode, self.fault, self.value, self.after = render_mode, fault, value, after
         self.total = 0
 
@@ -69,7 +69,7 @@ class Faulty(gym.Env):
         return obs, rew, False, self.t >= 50, {}
 
 
-for _name, _kwargs in {"InfObs": dict(fault="obs"), "InfObsLate": dict(fault="obs", after=300), "NaNReward": dict(fault="reward", value=np.nan),
+for _name, _kwargs in {"InfObs": dict(fault="obs"), "InfObsLate": dict(fault="obs", after=600), "NaNReward": dict(fault="reward", value=np.nan),
                        "InfReward": dict(fault="reward"), "RaiseInStep": dict(fault="step"),
-                       "RaiseInReset": dict(fault="reset", after=50), "WrongShape": dict(fault="shape")}.items():
+                       "RaiseInReset": dict(fault="reset"), "WrongShape": dict(fault="shape")}.items():
     gym.register(f"{_name}After-v0", entry_point=Faulty, kwargs=_kwargs)

@@ -59,7 +59,7 @@ def test_a_kill_around_the_checkpoint_loses_no_progress_row(tmp_path, capsys):
     iteration 2 leaves rows 1, 2, 3 after the resume."""
     for point in ("kill-before-checkpoint", "kill-after-checkpoint"):
         out = str(tmp_path / point)
-        r = child(point, 2, CARTPOLE + ["--steps", "600", "--out", out])
+        r = child(point, 2, CARTPOLE + ["--steps", "800", "--out", out])
         assert r.returncode == -9, r.stderr
         assert run.main(["--resume", out, "--quiet"]) == 0
         assert "ended without finishing (killed or crashed)" in capsys.readouterr().out  # the lock was stale
@@ -69,13 +69,13 @@ def test_a_kill_around_the_checkpoint_loses_no_progress_row(tmp_path, capsys):
 
 def test_resume_drops_a_torn_last_row(tmp_path):
     out = str(tmp_path / "torn")
-    assert run.main(CARTPOLE + ["--steps", "400", "--out", out]) == 0
+    assert run.main(CARTPOLE + ["--steps", "600", "--out", out]) == 0
     path = os.path.join(out, "progress.csv")
     with open(path) as f:
         text = f.read()
     with open(path, "w") as f:
         f.write(text[:text.rindex("\n", 0, -1) + 12])  # the last row cut after 11 characters
-    assert run.main(["--resume", out, "--steps", "600", "--quiet"]) == 0
+    assert run.main(["--resume", out, "--steps", "800", "--quiet"]) == 0
     got = rows(out)
     assert [x["iteration"] for x in got] == ["1", "3"]
     assert all(x["kl"] not in ("", None) for x in got)
@@ -97,7 +97,7 @@ def test_a_run_directory_is_locked_while_a_process_trains_in_it(tmp_path, capsys
 def test_two_runs_started_into_one_directory_at_once(tmp_path):
     """One of them trains, the other one says why not; the directory is the winner's alone."""
     out = str(tmp_path / "both")
-    procs = [subprocess.Popen([sys.executable, "run.py"] + CARTPOLE + ["--steps", "400", "--seed", str(s), "--out", out],
+    procs = [subprocess.Popen([sys.executable, "run.py"] + CARTPOLE + ["--steps", "600", "--seed", str(s), "--out", out],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in (7, 8)]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert sorted(code for code, _ in results) == [0, 2], results
@@ -115,18 +115,18 @@ def test_interrupted_before_the_first_checkpoint_starts_again(tmp_path):
     (--resume) and the first command itself (the same --out) work."""
     for sig, code in (("SIGINT", 130), ("SIGTERM", 143)):
         out = str(tmp_path / sig)
-        r = child(sig, 1, CARTPOLE + ["--steps", "400", "--out", out])
+        r = child(sig, 1, CARTPOLE + ["--steps", "600", "--out", out])
         assert r.returncode == code, r.stderr
         line = one_line(r.stderr)
         assert "no iteration was completed" in line and f"python run.py --resume {out}" in line
         assert "checkpoint.npz" not in os.listdir(out)
-        assert run.main(["--resume", out, "--quiet"] if sig == "SIGINT" else CARTPOLE + ["--steps", "400", "--out", out]) == 0
+        assert run.main(["--resume", out, "--quiet"] if sig == "SIGINT" else CARTPOLE + ["--steps", "600", "--out", out]) == 0
         assert [x["iteration"] for x in rows(out)] == ["1", "2"]
 
 
 def test_sigterm_stops_with_the_resume_hint(tmp_path):
     out = str(tmp_path / "term")
-    r = child("SIGTERM", 2, CARTPOLE + ["--steps", "600", "--out", out])
+    r = child("SIGTERM", 2, CARTPOLE + ["--steps", "800", "--out", out])
     assert r.returncode == 143, r.stderr
     line = one_line(r.stderr)
     assert "terminated (SIGTERM)" in line and "holds iteration 1" in line and f"--resume {out}" in line
@@ -162,11 +162,12 @@ def env_fault_run(tmp_path, capsys, env, method="single"):
 ])
 def test_a_faulty_environment_stops_the_run_with_one_line_and_the_last_good_checkpoint(tmp_path, capsys, env,
                                                                                        message):
-    """The fault comes at step 30 of each copy, in iteration 2 (reset: at the end of the first
-    episode, step 50, in iteration 3): exit 1, one line naming the call and the copy, and the
-    last checkpoint is finite and resumes (to the same fault)."""
+    """The fault comes at step 50 of each copy (reset: the end of the first episode, step 50): 20
+    steps a copy start the normalizers, 20 more are iteration 1, so it comes in iteration 2: exit
+    1, one line naming the call and the copy, and the last checkpoint is finite and resumes (to
+    the same fault)."""
     code, line, out = env_fault_run(tmp_path, capsys, env)
-    done = 2 if "Reset" in env else 1
+    done = 1
     assert code == 1 and message in line and f"holds iteration {done}" in line, line
     arrays, meta = load_checkpoint(os.path.join(out, "checkpoint.npz"))
     assert meta["iteration"] == done and all(np.isfinite(v).all() for v in arrays.values())
@@ -176,7 +177,8 @@ def test_a_faulty_environment_stops_the_run_with_one_line_and_the_last_good_chec
 
 
 def test_a_faulty_environment_under_the_vine(tmp_path, capsys):
-    """The trunk's 512 steps: the fault (step 300 of a copy) comes in iteration 2."""
+    """The trunk of 512 steps (256 a copy) starts the normalizers, then iteration 1 runs: the fault
+    (step 600 of a copy) comes in iteration 2."""
     code, line, out = env_fault_run(tmp_path, capsys, "InfObsLateAfter-v0", method="vine")
     assert code == 1 and "non-finite value (NaN or inf) in its observation" in line and "holds iteration 1" in line
     arrays, _ = load_checkpoint(os.path.join(out, "checkpoint.npz"))
@@ -328,7 +330,8 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, env, extra):
     in the checkpoint. Single path and vine; classic control, MuJoCo and Atari."""
     argv = ["--env", env, "--batch-steps", "200", "--num-envs", "2", "--eval-every", "0", "--seed", "3",
             "--quiet"] + extra
-    steps = str(3 * int(argv[len(argv) - 1 - argv[::-1].index("--batch-steps") + 1]))
+    # one batch starts the normalizers (single path: a whole batch; vine: its trunk), then 3 iterations
+    steps = str(4 * int(argv[len(argv) - 1 - argv[::-1].index("--batch-steps") + 1]))
     whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
     assert run.main(argv + ["--steps", steps, "--out", whole]) == 0
     r = child("SIGINT", 2, argv + ["--steps", steps, "--out", part])
@@ -342,9 +345,9 @@ def test_a_resumed_two_rank_run_is_the_uninterrupted_run(tmp_path):
     """Rank 0 saves the env copies of both ranks; on resume each rank takes its block back."""
     whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
     argv = CARTPOLE + ["--ranks", "2"]
-    assert run.main(argv + ["--steps", "600", "--out", whole]) == 0
-    assert run.main(argv + ["--steps", "400", "--out", part]) == 0
-    assert run.main(["--resume", part, "--steps", "600", "--quiet"]) == 0
+    assert run.main(argv + ["--steps", "800", "--out", whole]) == 0
+    assert run.main(argv + ["--steps", "600", "--out", part]) == 0
+    assert run.main(["--resume", part, "--steps", "800", "--quiet"]) == 0
     assert len(progress(whole)) == 3 and progress(part) == progress(whole)
 
 

@@ -65,7 +65,7 @@ def test_two_rank_run_is_reproducible_agrees_with_one_rank_and_resumes(tmp_path)
     rows = {}
     for name, ranks in (("one", "1"), ("two", "2"), ("two_again", "2")):
         out = str(tmp_path / name)
-        assert run.main(["--env", "CartPole-v1", "--steps", "800", "--batch-steps", "400", "--num-envs", "2",
+        assert run.main(["--env", "CartPole-v1", "--steps", "1200", "--batch-steps", "400", "--num-envs", "2",
                          "--eval-every", "400", "--seed", "4", "--out", out, "--quiet", "--ranks", ranks]) == 0
         rows[name] = progress(out)
     assert rows["two"] == rows["two_again"] and len(rows["two"]) == 2
@@ -75,8 +75,9 @@ def test_two_rank_run_is_reproducible_agrees_with_one_rank_and_resumes(tmp_path)
         assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-4), k
     with open(os.path.join(tmp_path, "two", "config.json")) as f:
         assert '"ranks": 2' in f.read()
-    assert run.main(["--resume", str(tmp_path / "two"), "--steps", "1200", "--quiet"]) == 0  # starts 2 ranks again
-    assert [r["env_steps"] for r in progress(str(tmp_path / "two"))] == ["400", "800", "1200"]
+    assert run.main(["--resume", str(tmp_path / "two"), "--steps", "1600", "--quiet"]) == 0  # starts 2 ranks again
+    # the first 400 steps give the normalizers their first statistics (Trainer.start_normalizers)
+    assert [r["env_steps"] for r in progress(str(tmp_path / "two"))] == ["800", "1200", "1600"]
 
 
 @needs_mpi
@@ -84,7 +85,7 @@ def test_an_error_on_one_rank_ends_every_rank_with_one_line(tmp_path, capfd):
     """NaN observations in the copy of rank 1 only: that rank prints the usual line, every rank
     ends (no hang in a collective), the exit status is 1 and the completed iteration is saved."""
     out = str(tmp_path / "nan")
-    code = run.main(["--env", "tests.faulty_envs:NaNOnOneRank-v0", "--steps", "400", "--batch-steps", "40",
+    code = run.main(["--env", "tests.faulty_envs:NaNOnOneRank-v0", "--steps", "400", "--batch-steps", "24",
                      "--num-envs", "2", "--ranks", "2", "--eval-every", "0", "--seed", "1", "--out", out, "--quiet"])
     err = capfd.readouterr().err
     assert code == 1, err

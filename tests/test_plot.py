@@ -48,7 +48,7 @@ def test_plot_of_runs_and_csv_files_is_a_png_with_the_curves(tmp_path, capsys):
         files.append(str(path))
     assert read_curve(files[0]).name == "Toy-v0-single" and len(read_curve(files[0]).eval_steps) == 4
     run_dir = str(tmp_path / "cp")  # and a real run directory, named by its config.json
-    assert cli.main(["--env", "CartPole-v1", "--steps", "800", "--batch-steps", "400", "--eval-every", "400",
+    assert cli.main(["--env", "CartPole-v1", "--steps", "1200", "--batch-steps", "400", "--eval-every", "400",
                      "--out", run_dir, "--quiet"]) == 0
     assert read_curve(run_dir).name == "CartPole-v1 single"
     out = str(tmp_path / "fig" / "curves.png")

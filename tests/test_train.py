@@ -30,18 +30,19 @@ def test_single_path_learns_cartpole():
 
 def test_run_py_trains_resumes_and_evaluates_hopper(tmp_path, capsys):
     out = str(tmp_path / "hop")
-    args = ["--env", "Hopper-v4", "--steps", "1024", "--batch-steps", "512", "--num-envs", "2",
+    args = ["--env", "Hopper-v4", "--steps", "1536", "--batch-steps", "512", "--num-envs", "2",
             "--eval-every", "512", "--seed", "3", "--out", out]
     assert run.main(args) == 0
     assert sorted(os.listdir(out)) == [".lock", "checkpoint.npz", "config.json", "monitor.csv", "progress.csv",
                                        "versions.json"]
     rows = read_rows(out)
-    assert [r["iteration"] for r in rows] == ["1", "2"] and rows[-1]["env_steps"] == "1024"
+    # the first 512 steps give the normalizers their first statistics (Trainer.start_normalizers)
+    assert [r["iteration"] for r in rows] == ["1", "2"] and rows[-1]["env_steps"] == "1536"
     assert rows[0]["eval_return_mean"] != ""
-    assert "it    2 | steps     1,024" in capsys.readouterr().out
-    assert run.main(["--resume", out, "--steps", "1536"]) == 0
+    assert "it    2 | steps     1,536" in capsys.readouterr().out
+    assert run.main(["--resume", out, "--steps", "2048"]) == 0
     rows = read_rows(out)
-    assert [r["env_steps"] for r in rows] == ["512", "1024", "1536"]
+    assert [r["env_steps"] for r in rows] == ["1024", "1536", "2048"]
     assert run.main(["--eval", os.path.join(out, "checkpoint.npz"), "--episodes", "2"]) == 0
     assert "Hopper-v4: 2 deterministic episodes" in capsys.readouterr().out
 
@@ -49,7 +50,7 @@ def test_run_py_trains_resumes_and_evaluates_hopper(tmp_path, capsys):
 def test_same_seed_gives_identical_progress(tmp_path):
     def progress(name):
         out = str(tmp_path / name)
-        assert run.main(["--env", "Pendulum-v1", "--steps", "1200", "--batch-steps", "400", "--num-envs", "2",
+        assert run.main(["--env", "Pendulum-v1", "--steps", "1600", "--batch-steps", "400", "--num-envs", "2",
                          "--eval-every", "800", "--seed", "5", "--out", out, "--quiet"]) == 0
         return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in read_rows(out)]
 
@@ -145,8 +146,32 @@ def test_vine_defaults_size_the_batch_for_the_branches():
 
 def test_nan_observations_stop_training_with_a_clear_error(tmp_path, capsys):
     out = str(tmp_path / "nan")
-    assert run.main(["--env", "NaNAfter-v0", "--steps", "400", "--batch-steps", "20", "--num-envs", "1",
+    # 12 steps for the normalizers, then iteration 2 meets the NaN of step 30
+    assert run.main(["--env", "NaNAfter-v0", "--steps", "400", "--batch-steps", "12", "--num-envs", "1",
                      "--eval-every", "0", "--out", out, "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "non-finite value (NaN or inf)" in err and "holds iteration 1" in err
     assert len(read_rows(out)) == 1  # the completed iteration is saved
+
+
+def test_normalizers_start_from_a_first_batch():
+    """Seeded: before the first update the normalizers hold the statistics of one batch of π_old
+    (counted in the env steps), so the first update sees normalized observations and the reward
+    scale does not jump at iteration 2 (it went 1.0 -> 0.08 on Hopper when it started at 1)."""
+    cfg = Config(env="Hopper-v4", steps=4 * 512, batch_steps=512, num_envs=2, eval_every=0, seed=0)
+    trainer = Trainer(cfg, run_dir=None, quiet=True)
+    seen, update = [], trainer.update
+
+    def record(batch):
+        seen.append((batch.paths.reward_scale, batch.paths.flat(batch.paths.obs_te).copy(), trainer.obs_rms.count))
+        return update(batch)
+
+    trainer.update = record
+    trainer.train()
+    assert trainer.env_steps == 4 * 512 and len(seen) == 3  # the first batch's steps count
+    scales = [s for s, _, _ in seen]
+    assert seen[0][2] == 512 and scales[0] < 0.5  # statistics of one batch; the raw scale would be 1
+    assert all(0.5 < b / a < 2 for a, b in zip(scales, scales[1:])), scales  # no jump: was 0.08
+    obs = seen[0][1]
+    assert np.abs(obs.mean(axis=0)).max() < 1 and np.all(obs.std(axis=0) > 0.3) and np.all(obs.std(axis=0) < 2)
+    assert trainer.vf.unit == scales[-1]  # V is in the current reward unit (single path as the vine)

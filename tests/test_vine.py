@@ -224,6 +224,9 @@ def test_sampler_batch_q_matches_closed_form_with_value_bootstrap():
     pos = batch.obs_n.argmax(axis=1)
     trunk_obs = batch.paths.obs_te.reshape(-1, Chain.L)
     assert all((trunk_obs == o).all(axis=1).any() for o in batch.obs_n)  # rollout states come from the trunk
+    surr = batch.surrogate()  # the KL and F of the policy step: every on-policy trunk state
+    np.testing.assert_array_equal(surr.kl_obs, trunk_obs)
+    assert len(surr.obs) == N * K and len(surr.kl_obs) == 2000
     v_end = tr.vf.predict(np.eye(Chain.L))  # bootstrap γ^T V(s_T) with the (untrained) value function
     q_true = exact_q(policy_table(tr.policy), T, cfg.gamma, v_end)
     err_n = (batch.q_nk - q_true[pos]).mean(axis=1)  # one independent number per rollout state

@@ -10,7 +10,9 @@ the ``trpo-np`` console script: the same program).
 
 The subcommand word is optional: without one, the flags train (or --resume, --eval) as before.
 
-Atari ids (ALE/Pong-v5) get the Atari defaults (CNN policy, larger batches, Fisher sub-sampling).
+Some envs get settings of their own from the table in trpo_np/settings.py (Atari ids: CNN policy,
+larger batches, Fisher sub-sampling; Swimmer: γ = 0.9999; ...); a flag overrides the table, and
+the run prints which entry it used.
 Every fault is one line ``run.py: error: ...`` on stderr. Exit status: 0 done, 2 bad input or
 setup (nothing written), 1 a failure during training, 130 Ctrl-C (SIGINT), 143 SIGTERM; the
 run directory then holds the last completed iteration (README, "Faults").
@@ -44,7 +46,8 @@ def parse_args(argv=None):
     from trpo_np import __version__
 
     p = argparse.ArgumentParser(prog=_prog(), description="Trust Region Policy Optimization (Schulman et al. 2015) "
-                                "in NumPy. Defaults are for MuJoCo; ALE/ ids get the Atari defaults. Subcommands: "
+                                "in NumPy. Defaults are for MuJoCo; Atari, Swimmer, Ant and CartPole get their entry of "
+                                "trpo_np/settings.py (a flag overrides it). Subcommands: "
                                 "[train] (these flags; the word is optional), eval CHECKPOINT, plot RUN... "
                                 "(each with --help).")
     a = p.add_argument
@@ -69,6 +72,7 @@ def parse_args(argv=None):
     a("--lam", type=float, help="GAE λ (default 0.95)")
     a("--hidden", type=str, help="hidden layer sizes, comma separated (default 64,64)")
     a("--activation", choices=["tanh", "relu"], help="MLP activation (default tanh)")
+    a("--log-std-init", type=float, help="initial log-std of a Gaussian policy (default 0: σ = 1; Ant -1)")
     a("--cnn", choices=["paper", "nature"], help="Atari network (default paper)")
     a("--vf-epochs", type=int, help="value-function Adam epochs per iteration (default 10)")
     a("--vf-lr", type=float, help="value-function Adam step size (default 1e-3)")
@@ -98,7 +102,8 @@ def build_config(args):
 
     env = Config.env if args.env is None else args.env
     names = ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
-             "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "cnn",
+             "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "log_std_init",
+             "cnn",
              "vf_epochs", "vf_lr", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
              "vine_horizon", "eval_every", "dtype", "seed"]
     env_kwargs = parse_env_kwargs(args.env_kwargs) if args.env_kwargs else None
@@ -196,6 +201,7 @@ def main(argv=None) -> int:
     from trpo_np.envs import EnvError
     from trpo_np.nn import ShapeError
     from trpo_np.rundir import RunError, default_run_dir, load_config
+    from trpo_np.settings import describe
     from trpo_np.train import resume_run, start_run  # (trpo_np.train is the API's function)
 
     try:
@@ -251,6 +257,7 @@ def main(argv=None) -> int:
             run_dir = args.out or comm.bcast(default_run_dir(cfg))
             trainer = start_run(cfg, run_dir, args.quiet, comm)
             ranks = f", {comm.size} ranks" if comm.size > 1 else ""
+            say(describe(cfg))
             say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
-"""Run settings: :class:`Config` (saved as ``config.json``), its validation, and the Atari defaults.
+"""Run settings: :class:`Config` (saved as ``config.json``) and its validation.
 
-Defaults are for MuJoCo; ``Config.for_env(env_id)`` starts from the Atari defaults for ALE ids.
+Defaults are for MuJoCo; ``Config.for_env(env_id)`` applies the env's entry of the settings
+table (:mod:`trpo_np.settings`: Atari, Swimmer, Ant, ...) over them.
 """
 
 from __future__ import annotations
@@ -11,14 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atari import is_atari_id
+from .settings import env_settings
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-
-# Atari (paper Sec. 8.2 and App. C: δ = 0.01, γ = 0.99, F on 10% of the states), scaled to a 2-core
-# machine: 5,000 steps per iteration instead of the paper's 100,000, one value-fit epoch.
-ATARI_DEFAULTS = dict(batch_steps=5_000, num_envs=8, lam=0.95, fvp_fraction=0.1, vf_epochs=1,
-                      vf_minibatch=256, eval_every=250_000, eval_episodes=3, steps=10_000_000)
 
 
 @dataclass
@@ -42,6 +38,7 @@ class Config:
     lam: float = 0.95
     hidden: tuple = (64, 64)
     activation: str = "tanh"
+    log_std_init: float = 0.0           # initial log-std ℓ of a Gaussian policy (σ = e^ℓ)
     cnn: str = "paper"                  # Atari: "paper" or "nature"
     vf_lr: float = 1e-3
     vf_epochs: int = 10
@@ -83,6 +80,8 @@ class Config:
             v = getattr(self, name)
             if not 0 < v <= 1 or (name == "backtrack_coef" and v == 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1{')' if name == 'backtrack_coef' else ']'}, got {v}")
+        if not np.isfinite(self.log_std_init):
+            raise ValueError(f"--log-std-init must be finite, got {self.log_std_init}")
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ValueError(f"--hidden must be positive layer sizes, got {self.hidden}")
         if self.dtype not in DTYPES:
@@ -101,11 +100,9 @@ class Config:
 
     @classmethod
     def for_env(cls, env: str) -> "Config":
-        """The defaults for ``env``: the Atari defaults for ALE ids, else the MuJoCo ones."""
-        cfg = cls(env=env, **(ATARI_DEFAULTS if is_atari_id(env) else {}))
-        if is_atari_id(env):
-            cfg.atari = {"frame_size": 42}
-        return cfg
+        """The defaults for ``env``: the MuJoCo defaults with the env's entry of the settings
+        table (:mod:`trpo_np.settings`) applied over them."""
+        return cls(env=env, **env_settings(env))
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

@@ -3,7 +3,8 @@
 Observation normalization keeps running mean and variance of raw observations (Chan et al.'s
 parallel update); the policy and value see ``clip((o − μ) / sqrt(σ² + ε), ±10)``. The statistics
 are updated from each sampled batch *after* the update, so they are frozen while a batch is
-collected and optimized, and saved with checkpoints. Optional reward scaling divides rewards by
+collected and optimized, and saved with checkpoints; they take their first statistics from one
+batch before the first update (:meth:`trpo_np.train.Trainer.start_normalizers`). Optional reward scaling divides rewards by
 the running standard deviation of the discounted return (as in OpenAI baselines' VecNormalize).
 
 References:

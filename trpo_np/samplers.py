@@ -48,10 +48,8 @@ class Paths:
     final_idx: tuple            # (t_m, e_m) of those truncations
     raw_obs: np.ndarray | None  # (T·E, obs_dim) raw observations for the normalizer, or None
     episodes: list = field(default_factory=list)  # (return, length) of episodes that ended
-    # The scale the rewards were multiplied by, where V must be converted to it (the vine, whose Q̂
-    # adds V's bootstrap to rewards of this batch); None: V is used in the unit it was fitted in.
-    # Single path leaves it None: converting V lowered Hopper-v4 from 2,970 ± 500 to 2,494 ± 649
-    # (1M steps, seeds 0-4, bench/results/learning-Hopper-v4-single*.md).
+    # The scale the rewards were multiplied by (frozen for the batch): GAE and the vine's Q̂ use V
+    # converted to it (ValueFunction.rescale); None: no reward scaling.
     reward_scale: float | None = None
     # π_old's distribution parameters at obs_te's states, rows t·E + e, kept from acting: the
     # update then needs no forward pass at θ_old (see policy.Surrogate.p_old).
@@ -133,6 +131,7 @@ class SinglePathSampler:
         step t (the vine sampler saves simulator states there)."""
         E, a = self.num_envs, self.first
         T = -(-steps // self.num_envs_total)  # ceil: every copy runs the same number of steps
+        scale = None if self.reward_scaler is None else self.reward_scaler.scale()  # frozen for the batch
         pol = self.policy
         obs_n = self.normalize(self.obs)
         obs_te = np.empty((T,) + obs_n.shape, dtype=obs_n.dtype)
@@ -179,5 +178,5 @@ class SinglePathSampler:
                  else np.zeros((0,) + obs_n.shape[1:], dtype=obs_n.dtype))
         return Paths(obs_te, act_te, logp_te, rew_te, term_te, trunc_te, obs_n, final,
                      (np.array(final_t, dtype=np.intp), np.array(final_e, dtype=np.intp)),
-                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes,
+                     None if raw is None else raw.reshape((T * E,) + raw.shape[2:]), episodes, scale,
                      p_old=type(p_t[0]).join(p_t))

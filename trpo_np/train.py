@@ -6,7 +6,8 @@ One iteration (paper Sec. 6, "practical algorithm"), :meth:`Trainer.train`:
 3. one TRPO step (:func:`trpo_np.optim.trpo_step`) on the batch's surrogate with the KL bound δ;
 4. fit the value function to the λ-returns;
 5. fold the batch into the normalizers, log a row, write the checkpoint.
-Steps 2-4 are :meth:`Trainer.update`, the same for both samplers.
+Steps 2-4 are :meth:`Trainer.update`, the same for both samplers. Before the first iteration the
+normalizers take their first statistics from one batch of π_old (:meth:`Trainer.start_normalizers`).
 
 Reproducibility: every random stream of a run is a child of one ``np.random.SeedSequence(seed)``
 (:class:`RunSeeds`); nothing uses the global ``np.random``.
@@ -99,6 +100,7 @@ def build_networks(cfg: Config, obs_space, act_space, rng: np.random.Generator):
         vnet = mlp(obs_dim, cfg.hidden, 1, cfg.activation, out_gain=1.0, dtype=dtype).init(rng)
         scale = 1.0
     policy = Policy(pnet, dist, obs_scale=scale)
+    policy.shared[:] = cfg.log_std_init  # the Gaussian's initial log-std ℓ (empty for a categorical)
     vf = ValueFunction(vnet, lr=cfg.vf_lr, epochs=cfg.vf_epochs, minibatch=cfg.vf_minibatch, obs_scale=scale)
     return policy, vf
 
@@ -262,6 +264,31 @@ class Trainer:
             raise ValueError(f"value fit: non-finite loss ({stats['vf_loss']})")
         return stats
 
+    def start_normalizers(self, sampler) -> None:
+        """Before the first update, π_old runs for one batch (single path: ``batch_steps``; vine:
+        its trunk) and the normalizers take their first statistics from it: the first update
+        already sees normalized observations, and the reward scale does not jump from 1 to the
+        first batch's at iteration 2. These steps count toward ``cfg.steps``; nothing is learned
+        from them."""
+        cfg, comm = self.cfg, self.comm
+        if self.obs_rms is None and self.reward_scaler is None:
+            return
+        trunk = sampler.trunk_sampler if cfg.method == "vine" else sampler
+        steps = sampler.split(cfg.batch_steps)[0] if cfg.method == "vine" else cfg.batch_steps
+        if steps >= cfg.steps:  # a run of one batch or less: nothing left to learn from
+            return
+        t0 = time.perf_counter()
+        paths = trunk.paths(steps)
+        self.first_episodes = paths.episodes  # logged with iteration 1's (progress.csv, monitor.csv)
+        if self.obs_rms is not None:
+            self.obs_rms.update(paths.raw_obs, comm)
+        if self.reward_scaler is not None:
+            self.reward_scaler.update(comm)
+        steps = int(comm.sum(paths.steps))
+        self.env_steps += steps
+        self.trunk_steps += steps
+        self.elapsed += time.perf_counter() - t0
+
     def evaluate(self, episodes: int, seed: int) -> list[float]:
         """Deterministic returns of ``episodes`` episodes (seed + i), split over the ranks."""
         mine = range(self.comm.rank, episodes, self.comm.size)
@@ -272,10 +299,13 @@ class Trainer:
         """Iterations until ``cfg.steps`` env steps; returns the last progress row."""
         cfg, comm = self.cfg, self.comm
         self.final_eval = None  # the returns of the evaluation in the last iteration, if it had one
+        self.first_episodes = []  # episodes that ended in the batch that started the normalizers
         if comm.size > 1:  # Ctrl-C reaches every rank at a different point: stop together after a checkpoint
             self.interrupted = 0
             handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         sampler = self.sampler = self.make_sampler()
+        if self.env_steps == 0:
+            self.start_normalizers(sampler)
         log = None
         if self.run_dir and comm.rank == 0:
             log = ProgressLog(self.run_dir, self.iteration if self.iteration else None, self.quiet, cfg.env)
@@ -306,7 +336,8 @@ class Trainer:
                         self.final_eval = rets
                     self.eval_time += time.perf_counter() - t_eval
                     next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every
-                episodes = comm.gather(batch.paths.episodes)
+                episodes = comm.gather(self.first_episodes + batch.paths.episodes)
+                self.first_episodes = []
                 self.elapsed += time.perf_counter() - t0
                 rets = [r for r, _ in episodes]
                 row = dict(iteration=self.iteration, env_steps=self.env_steps, trunk_steps=self.trunk_steps,

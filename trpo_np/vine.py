@@ -34,9 +34,12 @@ Surrogates over the pairs (s_n, a_nk), flattened row-major (n, k) -> n·K + k:
   (the ratio Σ r Q / Σ r is invariant to the baseline; at θ = θ_old its gradient is the
   leave-the-mean-out score-function estimate).
 
-The mean KL and the Fisher-vector product are taken over the N rollout-set states; the step is
-the trainer's, the same as for single path. The trunk is the batch's ``paths``: the value
-function is fitted on it to GAE(γ, λ) λ-returns, exactly as in single path.
+The mean KL and the Fisher-vector product are taken over the trunk's states: the on-policy
+states of π_old (the rollout set is drawn from them), many more than the N rollout states (2,500
+against 50 by default; on Atari with ``fvp_fraction`` 0.1, F would see 5 states otherwise), so
+the trust region and F are measured where the policy acts. The step is the trainer's, the same
+as for single path. The trunk is the batch's ``paths``: the value function is fitted on it to
+GAE(γ, λ) λ-returns, exactly as in single path.
 
 Rewards: with a reward scaler (:class:`trpo_np.normalize.RewardScaler`) the trunk feeds it
 (the trainer folds the batch into it afterwards), and every reward of the batch, trunk and
@@ -193,8 +196,9 @@ class VineBatch:
     branch_steps: int
 
     def surrogate(self, adv_n: np.ndarray | None = None, comm: Comm = Comm()) -> Surrogate:
-        """Eq. (15) or (16) over the pairs (s_n, a_nk), row n·K + k, with the KL over the rollout
-        set (of all ranks). The trunk's advantages are not used: Q̂ takes their place."""
+        """Eq. (15) or (16) over the pairs (s_n, a_nk), row n·K + k, with the KL and F over the
+        trunk's states (of all ranks), which include the rollout set. The trunk's advantages are
+        not used: Q̂ takes their place."""
         N, K = self.q_nk.shape
         N_total = int(comm.sum(N))
         obs = np.repeat(self.obs_n, K, axis=0)
@@ -203,7 +207,7 @@ class VineBatch:
             objective = vine_discrete_objective(self.q_nk, N_total)
         else:
             objective = vine_continuous_objective(self.logq_nk, self.q_nk, N_total)
-        return Surrogate(obs, act, objective, kl_obs=self.obs_n)
+        return Surrogate(obs, act, objective, kl_obs=self.paths.flat(self.paths.obs_te))
 
 
 class VineSampler:
@@ -277,9 +281,9 @@ class VineSampler:
         slots = np.sort(self.rng.choice(Tt * E, size=N, replace=False))  # rollout set: (t, e) = divmod(i, E)
         mine = np.flatnonzero((slots % E >= a) & (slots % E < a + self.num_envs))  # rows of this block's states
         trunk, states, obs_n = self._trunk(Tt, slots[mine])
-        trunk.reward_scale = 1.0 if self.reward_scaler is None else self.reward_scaler.scale()
+        scale = 1.0 if trunk.reward_scale is None else trunk.reward_scale  # the trunk's frozen scale
         act_nk, logq_nk = self._actions(obs_n, N, mine)
-        q_nk, branch_steps = self._branches(states, act_nk, trunk.reward_scale, N, mine)
+        q_nk, branch_steps = self._branches(states, act_nk, scale, N, mine)
         return VineBatch(trunk, obs_n, act_nk, logq_nk, q_nk, self.enumerate, branch_steps)
 
     def _trunk(self, T: int, slots: np.ndarray):

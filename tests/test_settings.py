@@ -1,0 +1,60 @@
+"""The per-environment settings table: matching by name, flags over the table, the printed line."""
+
+import json
+import os
+
+from trpo_np import cli as run
+from trpo_np.config import Config
+from trpo_np.settings import TABLE, describe, env_settings, table_name
+
+
+def test_entries_match_every_version_of_a_name():
+    assert table_name("Swimmer-v4") == table_name("Swimmer-v5") == "Swimmer"
+    assert table_name("ALE/Pong-v5") == table_name("PongNoFrameskip-v4") == "Atari"
+    for env in ("Swimmer-v4", "Swimmer-v5"):
+        assert Config.for_env(env).gamma == 0.9999
+    for env in ("Ant-v4", "Ant-v5"):
+        cfg = Config.for_env(env)
+        assert all(getattr(cfg, k) == v for k, v in TABLE["Ant"][0].items())
+    assert Config.for_env("Hopper-v5") == Config(env="Hopper-v5")  # no entry: the defaults
+    assert env_settings("InvertedPendulum-v4") == {}  # a longer name is another name
+    pong = Config.for_env("ALE/Pong-v5")
+    assert pong.fvp_fraction == 0.1 and pong.atari == {"frame_size": 42} and pong.batch_steps == 5000
+
+
+def test_entries_hold_config_fields_that_validate():
+    fields = set(Config.__dataclass_fields__)
+    for name, (settings, reason) in TABLE.items():
+        assert set(settings) <= fields and reason, name
+    for env in ("Swimmer-v4", "Ant-v4", "CartPole-v1", "ALE/Breakout-v5"):
+        Config.for_env(env).validate()
+
+
+def test_a_flag_overrides_the_table_and_the_line_says_so():
+    cfg = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--gamma", "0.99", "--cg-iters", "12"]))
+    assert cfg.gamma == 0.99 and cfg.cg_iters == 12
+    assert describe(cfg) == "settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999 (flag: 0.99)"
+    cfg = run.build_config(run.parse_args(["--env", "Swimmer-v5"]))
+    assert describe(cfg) == "settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999"
+    cfg = run.build_config(run.parse_args(["--env", "ALE/Pong-v5", "--sticky-actions", "0.25"]))
+    assert describe(cfg).endswith("atari={'frame_size': 42}") and "flag" not in describe(cfg)
+    assert "no entry for Hopper-v4" in describe(run.build_config(run.parse_args(["--env", "Hopper-v4"])))
+
+
+def test_run_py_prints_the_entry_and_saves_it_in_config_json(tmp_path, capsys):
+    out = str(tmp_path / "swim")
+    assert run.main(["--env", "Swimmer-v4", "--steps", "256", "--batch-steps", "128", "--num-envs", "2",
+                     "--eval-every", "0", "--quiet", "--out", out]) == 0
+    assert "settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999" in capsys.readouterr().out
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["gamma"] == 0.9999
+
+
+def test_log_std_init_sets_the_gaussian_sigma_and_a_flag_overrides_it():
+    from trpo_np.train import Trainer
+
+    assert Config.for_env("Ant-v5").log_std_init == -1.0
+    trainer = Trainer(Config.for_env("Ant-v4"), run_dir=None, quiet=True)
+    assert (trainer.policy.shared == -1.0).all() and len(trainer.policy.shared) == 8
+    cfg = run.build_config(run.parse_args(["--env", "Ant-v4", "--log-std-init", "-0.5"]))
+    assert cfg.log_std_init == -0.5 and "log_std_init=-1.0 (flag: -0.5)" in describe(cfg)
