@@ -119,7 +119,7 @@ class Surrogate:
     act: np.ndarray           # (n,) + act_shape
     objective: Callable
     kl_obs: np.ndarray        # the states over which D̄_KL is bounded and F is taken
-    p_old: object = None      # π_old's parameters at obs if the sampler kept them (else computed)
+    kl_p_old: object = None   # π_old's parameters at kl_obs if the sampler kept them (else computed)
 
 
 class TRPOBatch:
@@ -142,10 +142,11 @@ class TRPOBatch:
         self.kl_obs = surrogate.kl_obs
         self.chunk = int(chunk) if chunk else max(len(self.obs), len(self.kl_obs), 1)
         self.theta_old = policy.theta.copy()
-        # At θ_old: log π_old(a|s), and π_old on the KL states; from the sampler where it kept them.
-        p_obs = self._params(self.obs) if surrogate.p_old is None else surrogate.p_old
+        # At θ_old: π_old on the KL states (from the sampler where it kept them) and log π_old(a|s).
+        kept = surrogate.kl_p_old
+        self.p_old = self._params(self.kl_obs) if kept is None else kept
+        p_obs = self.p_old if self.kl_obs is self.obs else self._params(self.obs)
         self.logp_old = policy.dist.logp(p_obs, self.act)
-        self.p_old = p_obs if self.kl_obs is self.obs else self._params(self.kl_obs)
         n = len(self.kl_obs)
         if fvp_fraction < 1.0:
             if rng is None:

@@ -52,7 +52,7 @@ class Paths:
     # converted to it (ValueFunction.rescale); None: no reward scaling.
     reward_scale: float | None = None
     # π_old's distribution parameters at obs_te's states, rows t·E + e, kept from acting: the
-    # update then needs no forward pass at θ_old (see policy.Surrogate.p_old).
+    # update then needs no forward pass at θ_old on them (see policy.Surrogate.kl_p_old).
     p_old: object = None
 
     @property
@@ -78,7 +78,8 @@ class SinglePathBatch:
         adv_n = (adv_n - mean) / (np.sqrt(var) + 1e-8)
         obs_n = self.paths.flat(self.paths.obs_te)
         objective = single_path_objective(self.paths.logp_te.reshape(-1), adv_n, int(comm.sum(adv_n.size)))
-        return Surrogate(obs_n, self.paths.flat(self.paths.act_te), objective, kl_obs=obs_n, p_old=self.paths.p_old)
+        return Surrogate(obs_n, self.paths.flat(self.paths.act_te), objective, kl_obs=obs_n,
+                         kl_p_old=self.paths.p_old)
 
 
 class SinglePathSampler:

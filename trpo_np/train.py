@@ -69,6 +69,8 @@ class RunSeeds:
 # other temporaries: a 5,000-step Pong update took the same CPU time with 128, 256 and 1,024
 # states within the run-to-run noise, and 256 keeps the process smallest (0.20 vs 0.32 GB).
 IMAGE_CHUNK = 256
+
+
 def make_spaces(cfg: Config):
     """The env's spaces; for the vine method also checks that its state can be restored, so that
     a bad combination fails before a run directory is written."""

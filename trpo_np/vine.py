@@ -207,7 +207,7 @@ class VineBatch:
             objective = vine_discrete_objective(self.q_nk, N_total)
         else:
             objective = vine_continuous_objective(self.logq_nk, self.q_nk, N_total)
-        return Surrogate(obs, act, objective, kl_obs=self.paths.flat(self.paths.obs_te))
+        return Surrogate(obs, act, objective, kl_obs=self.paths.flat(self.paths.obs_te), kl_p_old=self.paths.p_old)
 
 
 class VineSampler:
