@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Learning benchmark (protocol: shared BENCHMARKS.md).
+"""Learning benchmark (the protocol is in bench/README.md: final deterministic evaluation over seeds).
 
 Trains ``--seeds`` runs of ``run.py`` on one env with default settings (plus any extra flags),
 ``--jobs`` at a time, and in the same benchmark run steps the same vectorized env with random

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Vine vs single path at equal env steps (protocol: shared BENCHMARKS.md).
+"""Vine vs single path at equal env steps (the protocol is in bench/README.md).
 
 For each env and seed, trains both methods for the same total env steps (vine: trunk + branch
 steps) and reports the final deterministic evaluation (mean action / argmax, ``--eval-episodes``

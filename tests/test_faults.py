@@ -371,3 +371,18 @@ def test_the_final_evaluation_is_the_last_iterations(tmp_path, monkeypatch, caps
     assert len(calls) == 1
     mean = float(rows(out)[-1]["eval_return_mean"])
     assert f"final deterministic evaluation over 10 episodes: {mean:.1f}" in capsys.readouterr().out
+
+
+def test_eval_of_the_final_checkpoint_replays_the_reported_final_evaluation(tmp_path, capsys):
+    """The last iteration's evaluation uses the run's final-evaluation seed, as `eval` does by
+    default, so evaluating the finished run gives the figure in its last progress row (a
+    periodic evaluation's seed would give other episodes)."""
+    out = str(tmp_path / "final")
+    assert run.main(CARTPOLE + ["--steps", "600", "--eval-every", "200", "--out", out]) == 0
+    evals = [float(r["eval_return_mean"]) for r in rows(out) if r["eval_return_mean"]]
+    assert len(evals) == 2
+    capsys.readouterr()
+    assert run.main(["eval", out, "--episodes", "10"]) == 0
+    assert f"return {evals[-1]:.1f} ± " in capsys.readouterr().out
+    assert run.main(["eval", out, "--episodes", "10", "--seed", "12345"]) == 0
+    assert f"return {evals[-1]:.1f} ± " not in capsys.readouterr().out  # another seed, other episodes

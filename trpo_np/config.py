@@ -32,7 +32,7 @@ class Config:
     damping: float = 0.1
     backtrack_coef: float = 0.8
     max_backtracks: int = 10
-    fvp_fraction: float = 1.0           # fraction of states used for F v (paper App. C: 0.1 on Atari)
+    fvp_fraction: float = 1.0           # fraction of states used for F v (paper App. C.1 suggests 0.1; the Atari entry uses it)
     chunk: int = 0                      # states per network pass in the update (0: all; images: 256)
     gamma: float = 0.99
     lam: float = 0.95

@@ -16,7 +16,7 @@ field, the shared log-std too: a distribution works state by state, and the poli
 that ℓ is one parameter shared by all states, sums its rows (:meth:`trpo_np.policy.Policy.vjp`).
 
 Diagonal Gaussian, p = (mean m: (n, a), log-std ℓ: (a,)) with a state-independent log-std, as
-in the paper's continuous-control policy (Sec. 8.1): ``M [u_m; u_ℓ] = [u_m / σ²; 2 u_ℓ]``.
+in the paper's continuous-control policy (App. D): ``M [u_m; u_ℓ] = [u_m / σ²; 2 u_ℓ]``.
 Categorical on logits z: (n, k), π = softmax(z): ``M u = π ⊙ u − π (πᵀ u)``.
 
 References:

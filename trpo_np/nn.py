@@ -10,7 +10,8 @@ Every layer maps a batch ``x`` to ``y = f(x; w)`` and offers three passes:
 
 Forward-mode rules, next to each layer:  dense ``R{y} = R{x} W + x R{W} + R{b}``;
 tanh ``R{h} = (1 - h²) ⊙ R{z}``; ReLU ``R{h} = 1[z > 0] ⊙ R{z}``; conv via im2col
-``R{Y} = im2col(R{x}) W + cols R{W} + R{b}``, reusing the forward's ``cols``.
+``R{Y} = im2col(R{x}) W + cols R{W} + R{b}``, with ``cols`` rebuilt block by block from the
+cached input (see :class:`Conv2d`).
 
 A :class:`Sequential` keeps all parameters in one flat vector ``theta``; its layout gives
 per-layer views of *any* flat vector of that size, so ``theta``, a gradient ``g``, a CG

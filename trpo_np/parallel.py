@@ -20,8 +20,9 @@ Reproducible for (seed, N): a sum is gathered to every rank (``Allgather``) and 
 order, not left to the MPI library's reduction order, so every rank computes the same bits and
 the same seed and rank count give the same run. Runs with different N differ by rounding: the
 policy's matrix products on blocks of different sizes round differently (and MuJoCo amplifies
-it), so they are different draws from the same distribution of runs. The env copies themselves
-do not depend on N: copy i is seeded with seed + i, and the action noise of every step is drawn
+it), and each value-fit minibatch takes a slice of every rank's data (:mod:`trpo_np.value`), so
+they are different draws from the same distribution of runs. The env copies themselves do not
+depend on N: copy i is reset with the env seed (derived from ``--seed``) + i, and the action noise of every step is drawn
 for all copies on every rank from the same generator, each rank using its block's rows.
 
 References:

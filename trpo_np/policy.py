@@ -125,7 +125,7 @@ class Surrogate:
 class TRPOBatch:
     """A policy bound to a :class:`Surrogate` at θ_old: the pieces of the TRPO step.
 
-    fvp_fraction: F on a random subset of the KL states (paper App. C uses 10% for Atari).
+    fvp_fraction: F on a random subset of the KL states (paper App. C.1 suggests 10% of the data; this code's Atari entry uses 0.1).
     chunk: at most this many states per network pass, so that memory stays bounded for large
     image batches (default: all states in one pass). The Fisher states keep their forward caches
     at θ_old (every F v reuses them); the surrogate's gradient recomputes its forward pass.

@@ -86,7 +86,7 @@ class SinglePathSampler:
     """Keeps the vector env running across iterations (episodes continue over batch borders).
 
     ``venv`` holds copies first, first + 1, ... of the run's ``num_envs_total`` (several ranks:
-    each steps its block). Copy i is reset with seed + i, and the action noise of each step is
+    each steps its block). Copy i is reset with ``seed`` (derived from the run's ``--seed``) + i, and the action noise of each step is
     drawn for all copies from ``rng`` and this block's rows taken, so a copy's random numbers do
     not depend on how the copies are split."""
 

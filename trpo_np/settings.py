@@ -7,7 +7,7 @@ used, and the values end up in ``config.json`` like every other setting. The rea
 entry is given beside it (and in the README's table). No entry is tuned to a seed.
 
 References:
-    Schulman et al. (2015), Trust Region Policy Optimization, arXiv 1502.05477, Sec. 8.2, App. C.
+    Schulman et al. (2015), Trust Region Policy Optimization, arXiv 1502.05477, Sec. 8.2, App. C, App. E (Table 3).
     RL Baselines3 Zoo, hyperparams/trpo.yml (tuned TRPO settings for sb3-contrib's TRPO).
 """
 

@@ -332,9 +332,11 @@ class Trainer:
                 eval_mean = eval_std = float("nan")
                 if next_eval is not None and (self.env_steps >= next_eval or self.env_steps >= cfg.steps):
                     t_eval = time.perf_counter()
-                    rets = self.evaluate(cfg.eval_episodes, self.seeds.env_seed("eval", self.iteration))
+                    final = self.env_steps >= cfg.steps  # its own seed, which `run.py eval` replays
+                    seed = self.seeds.env_seed("final_eval") if final else self.seeds.env_seed("eval", self.iteration)
+                    rets = self.evaluate(cfg.eval_episodes, seed)
                     eval_mean, eval_std = float(np.mean(rets)), float(np.std(rets))
-                    if self.env_steps >= cfg.steps:
+                    if final:
                         self.final_eval = rets
                     self.eval_time += time.perf_counter() - t_eval
                     next_eval = (self.env_steps // cfg.eval_every + 1) * cfg.eval_every
