@@ -113,6 +113,7 @@ def main():
     trains = np.array([r["train"] for r in rows])
     cmd = (f"python bench/learning.py --env {args.env} --method {args.method} --seeds "
            f"{' '.join(map(str, args.seeds))} --steps {args.steps} --jobs {args.jobs}"
+           + (" --no-random-baseline" if args.no_random_baseline else "")
            + (f" --tag={args.tag}" if args.tag else "")
            + (f" -- {' '.join(extra)}" if extra else ""))
     lines = [f"# {args.env}, {args.method} path, {args.steps:,} env steps, {len(rows)} seeds", "",
