@@ -209,27 +209,16 @@ def test_a_non_finite_state_is_never_saved(tmp_path, capsys):
     assert open(os.path.join(out, "checkpoint.npz"), "rb").read() == before
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--env", ""], "--env must name an environment"),
-    (["--env", "ALE/Pong-v5", "--sticky-actions", "-1"], "--sticky-actions must be a probability"),
-    (["--env", "ALE/Pong-v5", "--sticky-actions", "2"], "--sticky-actions must be a probability"),
-    (["--env", "ALE/Pong-v5", "--sticky-actions", "nan"], "--sticky-actions must be a probability"),
-    (["--env", "CartPole-v1", "--damping", "inf"], "--damping must be finite"),
-    (["--env", "CartPole-v1", "--vf-lr", "inf"], "--vf-lr must be finite"),
-    (["--env", "CartPole-v1", "--seed", "-1"], "--seed must be a non-negative integer"),
-    (["--env", "LunarLander-v3"], "needs a package that is not installed"),
-])
-def test_a_flag_value_that_cannot_work_is_refused_up_front(tmp_path, capsys, argv, message):
-    if "LunarLander" in argv[-1]:
-        pytest.importorskip("gymnasium")
-        try:
-            import Box2D  # noqa: F401
-            pytest.skip("Box2D is installed")
-        except ImportError:
-            pass
+def test_an_env_whose_package_is_missing_is_refused_up_front(tmp_path, capsys):
+    try:
+        import Box2D  # noqa: F401
+        pytest.skip("Box2D is installed")
+    except ImportError:
+        pass
     out = str(tmp_path / "never")
-    assert run.main(argv + ["--steps", "200", "--batch-steps", "200", "--eval-every", "0", "--out", out]) == 2
-    assert message in one_line(capsys.readouterr().err)
+    assert run.main(["--env", "LunarLander-v3", "--steps", "200", "--batch-steps", "200", "--eval-every", "0",
+                     "--out", out]) == 2
+    assert "needs a package that is not installed" in one_line(capsys.readouterr().err)
     assert not os.path.exists(out)
 
 

@@ -86,6 +86,13 @@ def test_different_seeds_differ(tmp_path):
     (["--env", "CartPole-v1", "--backtrack-coef", "1"], "--backtrack-coef must be in (0, 1)"),
     (["--env", "CartPole-v1", "--ranks", "0"], "--ranks must be between 1 and --num-envs"),
     (["--env", "CartPole-v1", "--num-envs", "2", "--ranks", "3"], "--ranks must be between 1 and --num-envs"),
+    (["--env", ""], "--env must name an environment"),
+    (["--env", "ALE/Pong-v5", "--sticky-actions", "-1"], "--sticky-actions must be a probability"),
+    (["--env", "ALE/Pong-v5", "--sticky-actions", "2"], "--sticky-actions must be a probability"),
+    (["--env", "ALE/Pong-v5", "--sticky-actions", "nan"], "--sticky-actions must be a probability"),
+    (["--env", "CartPole-v1", "--damping", "inf"], "--damping must be finite"),
+    (["--env", "CartPole-v1", "--vf-lr", "inf"], "--vf-lr must be finite"),
+    (["--env", "CartPole-v1", "--seed", "-1"], "--seed must be a non-negative integer"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     out = str(tmp_path / "never")
