@@ -7,9 +7,9 @@ For each env and rank count R, in one benchmark run (medians of ``--repeats``, i
       the share of it rank 0 spent in collectives (the ``time_comm`` column).
 Then it counts, in one process, the collectives of one iteration and their sizes (a Comm that
 records every sum and gather), and models an iteration on P hosts with the collectives of
-trpo_np (Allgather of every rank's part, summed in rank order: latency ⌈log₂P⌉·α, bandwidth
-(P − 1)·m·β for m bytes) against the compute of one host (weak scaling: each host keeps the
-batch of one machine).
+trpo_np (each sum added in rank order, by one Allgather or, for large ones, Alltoallv +
+Allgatherv; see ``MPIComm.sum``) against the compute of one host (weak scaling: each host keeps
+the batch of one machine and the value-fit minibatch grows with the batch).
 
     python bench/scaling.py --envs Hopper-v4 ALE/Pong-v5 --ranks 1 2
 
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from trpo_np.config import Config  # noqa: E402
 from trpo_np.envs import VectorEnv  # noqa: E402
-from trpo_np.parallel import Comm, find_mpiexec, split  # noqa: E402
+from trpo_np.parallel import Comm, MPIComm, find_mpiexec, split  # noqa: E402
 from trpo_np.train import Trainer  # noqa: E402
 
 # Interconnect for the model: α = 10 µs per message (a switched 10-25 GbE cluster; MPI over
@@ -108,8 +108,16 @@ def collectives_per_iteration(cfg: Config, iterations: int = 3):
 
 
 def model(sizes: list[int], iterations: int, hosts: int) -> float:
-    """Seconds of collectives per iteration on ``hosts`` hosts (Allgather + local sum)."""
-    per = [math.ceil(math.log2(hosts)) * ALPHA + (hosts - 1) * m * BETA for m in sizes]
+    """Seconds of collectives per iteration on ``hosts`` hosts, each sum by the algorithm that
+    ``MPIComm.sum`` picks: one Allgather (⌈log₂P⌉·α + (P − 1)·m·β) or, above its threshold,
+    Alltoallv + Allgatherv ((P − 1)·α + ⌈log₂P⌉·α + 2·(P − 1)/P·m·β)."""
+    lat = math.ceil(math.log2(hosts)) * ALPHA
+    per = []
+    for m in sizes:
+        if m * (hosts - 1) > MPIComm.SCATTER_BYTES:
+            per.append((hosts - 1) * ALPHA + lat + 2 * (hosts - 1) / hosts * m * BETA)
+        else:
+            per.append(lat + (hosts - 1) * m * BETA)
     return sum(per) / iterations
 
 
@@ -117,46 +125,70 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--envs", nargs="+", default=["Hopper-v4", "ALE/Pong-v5"])
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--steps", type=int, nargs="+", default=[40_960, 20_000], help="training steps per env")
+    p.add_argument("--steps", type=int, nargs="+", default=[40_960, 20_000],
+                   help="training steps per env (with --weak: per rank)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--weak", action="store_true",
+                   help="weak scaling: R ranks train with R times the env's --num-envs, --batch-steps and "
+                        "--vf-minibatch (and R times --steps), so each rank keeps the work of one process")
+    p.add_argument("--no-model", action="store_true", help="skip the collectives count and the P-host model")
+    p.add_argument("--name", default="scaling.md", help="results file under bench/results")
     args = p.parse_args()
     from trpo_np import cli as run
 
-    lines = ["# Scaling over MPI ranks", "",
-             f"{machine()}. Command: `python bench/scaling.py --envs {' '.join(args.envs)} --ranks "
-             f"{' '.join(map(str, args.ranks))} --steps {' '.join(map(str, args.steps))} --repeats {args.repeats}`. "
-             f"Medians of {args.repeats}; (a) and (c) interleaved.", "",
-             "| env | ranks | (a) random steps/s, all copies | (c) training steps/s | c/a | c / (c with 1 rank) "
-             "| collectives (rank 0) | iterations |", "|---|---|---|---|---|---|---|---|"]
+    cmd = " ".join(sys.argv[1:])
+    lines = ["# Scaling over MPI ranks" + (" (weak scaling)" if args.weak else ""), "",
+             f"{machine()}. Command: `python bench/scaling.py {cmd}`. "
+             f"Medians of {args.repeats}; (a) and (c) interleaved."
+             + (" Weak scaling: R ranks run R times the env's env copies, batch and value-fit minibatch (each "
+                "rank: the copies, batch and minibatch share of one process, and the same number of value-fit "
+                "steps), so ideal training throughput is R times the 1-rank figure."
+                if args.weak else ""), "",
+             "| env | ranks | env copies, batch | (a) random steps/s, all copies | (c) training steps/s | c/a "
+             "| c / (c with 1 rank) | collectives (rank 0) | iterations |",
+             "|---|---|---|---|---|---|---|---|---|"]
     models = []
     for env_id, steps in zip(args.envs, args.steps):
-        cfg = run.build_config(run.parse_args(["--env", env_id]))
-        res = {}
+        cfg1 = run.build_config(run.parse_args(["--env", env_id]))
+        res, shape = {}, {}
         for _ in range(args.repeats):
             for r in args.ranks:
-                res.setdefault(r, []).append((random_rate(cfg, min(steps, 20_000), r), *training(env_id, steps, r, [])))
+                k = r if args.weak else 1
+                extra = ["--num-envs", str(cfg1.num_envs * k), "--batch-steps", str(cfg1.batch_steps * k),
+                         "--vf-minibatch", str(cfg1.vf_minibatch * k)]
+                cfg = run.build_config(run.parse_args(["--env", env_id] + extra))
+                shape[r] = f"{cfg.num_envs}, {cfg.batch_steps:,}"
+                res.setdefault(r, []).append((random_rate(cfg, min(steps * k, 20_000 * k), r),
+                                              *training(env_id, steps * k, r, extra)))
+                print(f"  {env_id} ranks {r}: {res[r][-1]}", flush=True)
         base = None
         for r in args.ranks:
             a, c, share, iters = (float(np.median([x[i] for x in res[r]])) for i in range(4))
             base = base or c
             print(f"{env_id} ranks {r}: random {a:,.0f}/s, training {c:,.0f}/s ({c / a:.2f}), "
                   f"collectives {share:.1%}", flush=True)
-            lines.append(f"| {env_id} | {r} | {a:,.0f} | {c:,.0f} | {c / a:.2f} | {c / base:.2f} | {share:.1%} | "
-                         f"{iters:.0f} |")
+            lines.append(f"| {env_id} | {r} | {shape[r]} | {a:,.0f} | {c:,.0f} | {c / a:.2f} | {c / base:.2f} | "
+                         f"{share:.1%} | {iters:.0f} |")
+        if args.no_model:
+            continue
         # the model: one host's iteration (1-rank training) plus the collectives on P hosts
         n, sizes, iters = collectives_per_iteration(run.build_config(run.parse_args(["--env", env_id])))
-        t_iter = cfg.batch_steps / base
+        t_iter = cfg1.batch_steps / base
         for hosts in (16, 64):
             t_comm = model(sizes, iters, hosts)
             models.append(f"| {env_id} | {hosts} | {n:.0f} | {np.sum(sizes) / iters / 1e3:,.0f} kB | "
                           f"{t_iter * 1e3:,.0f} ms | {t_comm * 1e3:,.1f} ms | **{t_comm / (t_iter + t_comm):.1%}** |")
-    lines += ["", "Model of the collectives on P hosts, weak scaling (each host samples the batch of one machine "
-              f"and takes part in every sum): α = {ALPHA * 1e6:.0f} µs per message, β = 1/{1 / BETA / 1e9:.2f} GB/s; "
-              "an Allgather of m bytes from each host costs ⌈log₂P⌉·α + (P − 1)·m·β. Collectives and bytes per "
-              "iteration are counted on a short one-process run.", "",
-              "| env | hosts P | collectives / iteration | bytes / iteration (one rank) | compute / iteration (1 host) "
-              "| collectives / iteration (model) | share |", "|---|---|---|---|---|---|---|"] + models
-    write_result("scaling.md", lines)
+    if models:
+        lines += ["", "Model of the collectives on P hosts, weak scaling (each host samples the batch of one machine, "
+                  "the value-fit minibatch grows with the batch as `--vf-minibatch` says, so the number of sums per "
+                  f"iteration stays that of one machine): α = {ALPHA * 1e6:.0f} µs per message, "
+                  f"β = 1/{1 / BETA / 1e9:.2f} GB/s; a sum of m bytes per host costs ⌈log₂P⌉·α + (P − 1)·m·β as one "
+                  "Allgather, or (P − 1)·α + ⌈log₂P⌉·α + 2·(P − 1)/P·m·β as Alltoallv + Allgatherv, whichever "
+                  "`MPIComm.sum` picks. Collectives and bytes per iteration are counted on a short one-process run.",
+                  "",
+                  "| env | hosts P | collectives / iteration | bytes / iteration (one rank) | compute / iteration "
+                  "(1 host) | collectives / iteration (model) | share |", "|---|---|---|---|---|---|---|"] + models
+    write_result(args.name, lines)
 
 
 if __name__ == "__main__":

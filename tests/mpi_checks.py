@@ -61,6 +61,25 @@ def trpo_batch_sums(comm):
                - explained_variance(vf2.predict(obs), targets)) < 1e-12
 
 
+def sums(comm):
+    """comm.sum adds the ranks' values in rank order, so both of its algorithms (one Allgather for
+    small arrays, reduce-scatter + Allgatherv for large ones) give the same bits on every rank."""
+    rng = np.random.default_rng(7 + comm.rank)
+    cases = [np.float64(rng.standard_normal()), np.int64(3), rng.standard_normal((3, 5)),
+             rng.standard_normal(10_001).astype(np.float32), rng.standard_normal((40_000,))]
+    for x in cases:
+        mine = np.asarray(x)
+        parts = comm.gather([mine])
+        expected = parts[0] + parts[1]
+        for limit in (0, 1 << 40):  # 0: reduce-scatter whenever the array has >= 4 values per rank
+            comm.SCATTER_BYTES = limit
+            got = comm.sum(x)
+            assert np.asarray(got).dtype == mine.dtype and np.shape(got) == mine.shape
+            np.testing.assert_array_equal(got, expected)
+            every = comm.gather([np.asarray(got)])
+            np.testing.assert_array_equal(every[0], every[1])
+
+
 def normalizer(comm):
     """The merged moments of both ranks' data equal one RunningMeanStd over the concatenation."""
     rng = np.random.default_rng(5)
@@ -109,7 +128,7 @@ if __name__ == "__main__":
     assert comm.size == 2, "run under mpiexec -n 2"
     check = sys.argv[1]
     try:
-        {"trpo_batch_sums": trpo_batch_sums, "normalizer": normalizer, "vine_batch": vine_batch}[check](comm)
+        {"trpo_batch_sums": trpo_batch_sums, "sums": sums, "normalizer": normalizer, "vine_batch": vine_batch}[check](comm)
     except BaseException:
         import traceback
 

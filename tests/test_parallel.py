@@ -41,11 +41,11 @@ def test_split_is_contiguous_and_even():
 
 
 @needs_mpi
-@pytest.mark.parametrize("check", ["trpo_batch_sums", "normalizer", "vine_batch"])
+@pytest.mark.parametrize("check", ["trpo_batch_sums", "sums", "normalizer", "vine_batch"])
 def test_two_ranks_compute_the_one_process_values(check):
-    """g, F v, the line search's values, the value fit and the normalizer from 2 ranks equal the
-    one-process values on the joined data (float64, to rounding); a 2-rank vine batch is the
-    1-rank batch (tests/mpi_checks.py)."""
+    """Sums are in rank order (both algorithms); g, F v, the line search's values, the value fit
+    and the normalizer from 2 ranks equal the one-process values on the joined data (float64, to
+    rounding); a 2-rank vine batch is the 1-rank batch (tests/mpi_checks.py)."""
     out = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, os.path.join(ROOT, "tests", "mpi_checks.py"), check],
                          capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert out.returncode == 0 and f"ok {check}" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]

@@ -76,6 +76,8 @@ def parse_args(argv=None):
     a("--cnn", choices=["paper", "nature"], help="Atari network (default paper)")
     a("--vf-epochs", type=int, help="value-function Adam epochs per iteration (default 10)")
     a("--vf-lr", type=float, help="value-function Adam step size (default 1e-3)")
+    a("--vf-minibatch", type=int, help="value-function minibatch, states of all ranks together (default 128; "
+      "Atari 256); scale it with --batch-steps when adding ranks, so the number of Adam steps stays put")
     a("--no-obs-norm", dest="normalize_obs", action="store_false", default=None, help="no observation normalization")
     a("--no-reward-scale", dest="scale_reward", action="store_false", default=None, help="no reward scaling")
     a("--vine-states", type=int, help="vine: rollout-set size N per iteration (default 50)")
@@ -104,7 +106,7 @@ def build_config(args):
     names = ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
              "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "log_std_init",
              "cnn",
-             "vf_epochs", "vf_lr", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
+             "vf_epochs", "vf_lr", "vf_minibatch", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
              "vine_horizon", "eval_every", "dtype", "seed"]
     env_kwargs = parse_env_kwargs(args.env_kwargs) if args.env_kwargs else None
     cfg = make_config(env, env_kwargs=env_kwargs, **{name: getattr(args, name) for name in names})

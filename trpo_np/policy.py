@@ -204,6 +204,6 @@ class TRPOBatch:
         L, _ = self.objective(pol.dist.logp(p, self.act))
         if self.kl_obs is not self.obs:
             p = self._params(self.kl_obs)
-        kl = self.comm.sum(np.sum(pol.dist.kl(self.p_old, p))) / self.n_kl  # D̄_KL(θ_old, θ), eq. (12)
-        entropy = self.comm.sum(np.sum(pol.dist.entropy(p))) / self.n_kl
-        return float(self.comm.sum(L)), float(kl), float(entropy)
+        # one collective for the three sums (their common dtype: the same bits as three)
+        L, kl, entropy = self.comm.sum(np.array([L, np.sum(pol.dist.kl(self.p_old, p)), np.sum(pol.dist.entropy(p))]))
+        return float(L), float(kl / self.n_kl), float(entropy / self.n_kl)  # D̄_KL(θ_old, θ), eq. (12)
