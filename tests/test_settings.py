@@ -26,16 +26,17 @@ def test_entries_hold_config_fields_that_validate():
     fields = set(Config.__dataclass_fields__)
     for name, (settings, reason) in TABLE.items():
         assert set(settings) <= fields and reason, name
-    for env in ("Swimmer-v4", "Ant-v4", "CartPole-v1", "ALE/Breakout-v5"):
+    for env in ("Swimmer-v4", "Walker2d-v5", "Ant-v4", "CartPole-v1", "ALE/Breakout-v5"):
         Config.for_env(env).validate()
 
 
 def test_a_flag_overrides_the_table_and_the_line_says_so():
     cfg = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--gamma", "0.99", "--cg-iters", "12"]))
     assert cfg.gamma == 0.99 and cfg.cg_iters == 12
-    assert describe(cfg) == "settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999 (flag: 0.99)"
+    assert describe(cfg) == ("settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999 (flag: 0.99), "
+                             "cg_iters=25 (flag: 12), vf_epochs=20")
     cfg = run.build_config(run.parse_args(["--env", "Swimmer-v5"]))
-    assert describe(cfg) == "settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999"
+    assert describe(cfg) == "settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999, cg_iters=25, vf_epochs=20"
     cfg = run.build_config(run.parse_args(["--env", "ALE/Pong-v5", "--sticky-actions", "0.25"]))
     assert describe(cfg).endswith("atari={'frame_size': 42}") and "flag" not in describe(cfg)
     assert "no entry for Hopper-v4" in describe(run.build_config(run.parse_args(["--env", "Hopper-v4"])))
