@@ -105,10 +105,11 @@ def test_trpo_step_guards_zero_gradient_and_indefinite_curvature():
     prob.g[:] = 0
     st = trpo_step(prob)
     assert not st["accepted"] and "zero gradient" in st["reason"]
+    assert st["entropy"] == 0.0 and st["kl"] == 0.0  # the entropy at θ_old is still reported
     prob = QuadraticProblem()
     prob.F = -np.eye(len(prob.g))
     st = trpo_step(prob)
-    assert not st["accepted"] and "xᵀFx" in st["reason"]
+    assert not st["accepted"] and "xᵀFx" in st["reason"] and st["entropy"] == 0.0
     assert np.array_equal(prob.theta, prob.theta_old)
     prob = QuadraticProblem()
     prob.g[0] = np.nan

@@ -91,8 +91,8 @@ def trpo_step(batch, max_kl: float = 0.01, cg_iters: int = 10, cg_tol: float = 1
     g_norm = float(np.linalg.norm(g))
     if not (np.isfinite(g_norm) and np.isfinite(L_old)):
         raise ValueError(f"TRPO step: non-finite surrogate or gradient (L = {L_old}, |g| = {g_norm})")
-    if g_norm == 0.0:
-        stats["reason"] = "zero gradient"
+    if g_norm == 0.0:  # e.g. a vine batch whose Q̂ are equal within every state: no step
+        stats.update(reason="zero gradient", entropy=float(batch.evaluate(theta_old)[2]))
         return stats
     x, res, k = conjugate_gradient(batch.fvp, g, cg_iters, cg_tol)  # x ≈ F⁻¹ g
     stats.update(cg_residual=res / g_norm, cg_iters=k)
@@ -100,7 +100,8 @@ def trpo_step(batch, max_kl: float = 0.01, cg_iters: int = 10, cg_tol: float = 1
     if not np.isfinite(xFx):
         raise ValueError(f"TRPO step: non-finite xᵀFx ({xFx}) from the Fisher-vector product")
     if k == 0 or xFx <= 0:
-        stats["reason"] = f"non-positive or non-finite xᵀFx ({xFx:.3g})"
+        stats.update(reason=f"non-positive or non-finite xᵀFx ({xFx:.3g})",
+                     entropy=float(batch.evaluate(theta_old)[2]))
         return stats
     beta = np.sqrt(2.0 * max_kl / xFx)  # β = sqrt(2δ / xᵀFx): ½ (βx)ᵀ F (βx) = δ
     full_step = beta * x
