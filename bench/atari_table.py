@@ -11,24 +11,28 @@ row with the env steps and TRPO iterations the figure took, beside
   100k steps per iteration = 50M steps, vine 400k), and
 - OpenAI baselines' TRPO at 10M steps (baselines' published Atari benchmark table, trpo_mpi).
 
-Writes ``bench/results/atari-table1.md``. Games of the paper without a run appear with the
-published figures only ("not run").
+Each evaluated run becomes a row of ``bench/results/atari-runs.csv`` (a run evaluated again
+replaces its row), and the table is built from all rows there, so runs evaluated by separate
+commands (or whose run directories are gone) stay in it. Writes
+``bench/results/atari-table1.md``. Games of the paper without a run appear with the published
+figures only ("not run").
 
 Example (the Pong row of bench/README.md):
     timeout -s INT 7200 python run.py --env ALE/Pong-v5 --seed 0 --out runs/pong2h
-    python bench/atari_table.py runs/pong2h --note "2 hours on 2 cores, beside a MuJoCo benchmark"
+    python bench/atari_table.py runs/pong2h --note "2 hours in one process on 2 cores, beside a MuJoCo benchmark"
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+from bench.common import RESULTS, machine, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()
 
@@ -76,25 +80,54 @@ def run_row(run_dir: str, episodes: int):
                 hi=float(np.max(returns)), episodes=episodes, env=cfg.env, run=run_dir)
 
 
+RUNS_CSV = os.path.join(RESULTS, "atari-runs.csv")
+FIELDS = ["game", "method", "steps", "iterations", "hours", "sticky", "ret", "std", "lo", "hi", "episodes", "env",
+          "run", "note", "date"]
+
+
+def read_rows() -> list[dict]:
+    if not os.path.exists(RUNS_CSV):
+        return []
+    with open(RUNS_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("steps", "iterations", "episodes"):
+            r[k] = int(r[k])
+        for k in ("hours", "sticky", "ret", "std", "lo", "hi"):
+            r[k] = float(r[k])
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="run directories of Atari runs")
+    p.add_argument("runs", nargs="*", help="run directories of Atari runs (none: rebuild the table from the CSV)")
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--note", default="", help="a sentence on how the runs were made (machine, sharing)")
+    p.add_argument("--note", default="", help="how these runs were made (budget, machine, sharing)")
     args = p.parse_args()
+    import time
 
-    ours = {}
+    rows = read_rows()
     for run_dir in args.runs:
         r = run_row(run_dir, args.episodes)
-        ours.setdefault(r["game"], []).append(r)
+        r.update(note=args.note, date=time.strftime("%Y-%m-%d"))
         print(f"{r['game']} ({r['method']}): {r['ret']:.1f} ± {r['std']:.1f} after {r['steps']:,} steps", flush=True)
-
+        rows = [x for x in rows if x["run"] != r["run"]] + [r]
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(RUNS_CSV, "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    ours = {}
+    for r in rows:
+        ours.setdefault(r["game"], []).append(r)
     lines = ["# Atari: trpo_np beside the paper's Table 1 and OpenAI baselines' TRPO", "",
-             f"{machine()}. " + (args.note + " " if args.note else "")
-             + f"Command: `python bench/atari_table.py {' '.join(args.runs)}`.", "",
-             f"trpo_np: the final deterministic evaluation ({args.episodes} episodes: argmax action, up to 30 "
+             f"Table built {time.strftime('%Y-%m-%d')} from [`atari-runs.csv`](atari-runs.csv) (each row: the date "
+             f"its run was evaluated, by `python bench/atari_table.py RUN_DIR --note ...`; the last command: "
+             f"`python bench/atari_table.py {' '.join(args.runs)}`). {machine()}.", "",
+             f"trpo_np: the final deterministic evaluation (10 episodes: argmax action, up to 30 "
              "noop starts, whole games, FIRE at reset where the game needs it) of the run's last checkpoint, "
-             "± over episodes, with the env steps (agent steps, 4 frames each) and TRPO iterations it took. "
+             "± over episodes, with the env steps (agent steps, 4 frames each; for the vine trunk and branch "
+             "steps together) and TRPO iterations it took. "
              "The paper: 500 iterations (single path 50M steps, vine about 200M with its branches); "
              "baselines: TRPO (trpo_mpi) at 10M steps. Sticky actions: 0 (the 2015 protocol) unless stated; "
              "scores under ALE v5's default 0.25 are not comparable.", "",
@@ -106,8 +139,8 @@ def main():
                          + (f", sticky {r['sticky']}" if r["sticky"] else "") + ")" for r in mine) or "not run"
         took = "; ".join(f"{r['steps']:,}, {r['iterations']}, {r['hours']:.1f} h" for r in mine)
         lines.append(f"| {game} | {rnd:,} | {single:,} | {vine:,} | {BASELINES_10M[game]:,} | {text} | {took} |")
-    lines += ["", "Per run: " + "; ".join(f"`{r['run']}` ({r['env']}): min {r['lo']:.0f}, max {r['hi']:.0f}"
-                                         for rs in ours.values() for r in rs)]
+    lines += ["", "Per run:", ""] + [f"- {r['game']} ({r['method']}), `{r['run']}` ({r['env']}, evaluated {r['date']}): "
+                                    f"min {r['lo']:.0f}, max {r['hi']:.0f}. {r['note']}" for rs in ours.values() for r in rs]
     write_result("atari-table1.md", lines)
 
 
