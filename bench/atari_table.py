@@ -74,7 +74,12 @@ def run_row(run_dir: str, episodes: int):
     _, meta = load_checkpoint(checkpoint_path(run_dir))  # the checkpoint's iteration (a live run writes on)
     last = read_progress(os.path.join(run_dir, "progress.csv"), meta["iteration"])[-1]
     returns = agent.evaluate(episodes=episodes)
-    return dict(game=game, method=cfg.method, steps=int(float(last["env_steps"])), iterations=int(float(last["iteration"])),
+    train100 = ""  # the mean score of the last 100 training games (the stochastic policy), from monitor.csv
+    monitor = os.path.join(run_dir, "monitor.csv")
+    if os.path.exists(monitor):
+        scores = np.loadtxt(monitor, delimiter=",", skiprows=2, usecols=0, ndmin=1)
+        train100 = f"{np.mean(scores[-100:]):.1f}" if scores.size else ""
+    return dict(train100=train100, game=game, method=cfg.method, steps=int(float(last["env_steps"])), iterations=int(float(last["iteration"])),
                 hours=float(last["elapsed"]) / 3600, sticky=cfg.atari.get("sticky_actions", 0.0),
                 ret=float(np.mean(returns)), std=float(np.std(returns)), lo=float(np.min(returns)),
                 hi=float(np.max(returns)), episodes=episodes, env=cfg.env, run=run_dir)
@@ -82,7 +87,7 @@ def run_row(run_dir: str, episodes: int):
 
 RUNS_CSV = os.path.join(RESULTS, "atari-runs.csv")
 FIELDS = ["game", "method", "steps", "iterations", "hours", "sticky", "ret", "std", "lo", "hi", "episodes", "env",
-          "run", "note", "date"]
+          "train100", "run", "note", "date"]
 
 
 def read_rows() -> list[dict]:
@@ -139,8 +144,11 @@ def main():
                          + (f", sticky {r['sticky']}" if r["sticky"] else "") + ")" for r in mine) or "not run"
         took = "; ".join(f"{r['steps']:,}, {r['iterations']}, {r['hours']:.1f} h" for r in mine)
         lines.append(f"| {game} | {rnd:,} | {single:,} | {vine:,} | {BASELINES_10M[game]:,} | {text} | {took} |")
-    lines += ["", "Per run:", ""] + [f"- {r['game']} ({r['method']}), `{r['run']}` ({r['env']}, evaluated {r['date']}): "
-                                    f"min {r['lo']:.0f}, max {r['hi']:.0f}. {r['note']}" for rs in ours.values() for r in rs]
+    lines += ["", "Per run (evaluation episodes' min and max; the mean score of the last 100 training games, "
+              "played by the stochastic policy, where the run directory had them):", ""]
+    lines += [f"- {r['game']} ({r['method']}), `{r['run']}` ({r['env']}, evaluated {r['date']}): min {r['lo']:.0f}, "
+              f"max {r['hi']:.0f}" + (f"; last 100 training games {r['train100']}" if r.get("train100") else "")
+              + f". {r['note']}" for rs in ours.values() for r in rs]
     write_result("atari-table1.md", lines)
 
 
