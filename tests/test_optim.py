@@ -23,17 +23,31 @@ def test_cg_matches_linear_solve_on_spd(n, seed):
 def test_cg_stops_at_the_residual_tolerance_and_after_iters():
     A = np.diag([1.0, 2.0, 3.0, 4.0])
     b = np.ones(4)
+    bb = float(b @ b)  # the tolerance is relative: ‖r‖² < tol·‖b‖²
     x2, res2, k = conjugate_gradient(lambda v: A @ v, b, iters=2)
-    assert k == 2 and res2 ** 2 >= 1e-10  # stopped by iters, the default tolerance not yet met
+    assert k == 2 and res2 ** 2 >= 1e-10 * bb  # stopped by iters, the default tolerance not yet met
     x, res, k = conjugate_gradient(lambda v: A @ v, b, iters=100, tol=1e-12)
-    assert k == 4 and res ** 2 < 1e-12  # exact in n steps for n distinct eigenvalues
+    assert k == 4 and res ** 2 < 1e-12 * bb  # exact in n steps for n distinct eigenvalues
     # a tolerance that the second iterate meets and the first does not: CG stops after two
     # iterations, before iters and before n, with the second iterate
     _, res1, _ = conjugate_gradient(lambda v: A @ v, b, iters=1, tol=0.0)
     assert res2 < res1
-    tol = res1 * res2  # res2² < tol < res1²
+    tol = res1 * res2 / bb  # res2² < tol·‖b‖² < res1²
     x, res, k = conjugate_gradient(lambda v: A @ v, b, iters=100, tol=tol)
-    assert k == 2 and res ** 2 < tol and np.array_equal(x, x2)
+    assert k == 2 and res ** 2 < tol * bb and np.array_equal(x, x2)
+
+
+@pytest.mark.parametrize("scale", [1e-7, 1.0, 1e5])
+def test_cg_iterations_do_not_depend_on_the_scale_of_b(scale):
+    """A tiny gradient (the vine's unstandardized Q̂ differences) gets the same CG iterations and
+    the same direction as a large one: the TRPO step rescales x to the KL bound."""
+    rng = np.random.default_rng(3)
+    Q = rng.standard_normal((8, 8))
+    A = Q @ Q.T + 0.1 * np.eye(8)
+    b = rng.standard_normal(8)
+    x1, _, k1 = conjugate_gradient(lambda v: A @ v, b, iters=10)
+    xs, _, ks = conjugate_gradient(lambda v: A @ v, scale * b, iters=10)
+    assert ks == k1 > 0 and np.allclose(xs / scale, x1, rtol=1e-9, atol=0)
 
 
 class QuadraticProblem:
