@@ -28,7 +28,7 @@ class Config:
     ranks: int = 1                      # MPI ranks the run is split over (trpo_np.parallel)
     max_kl: float = 0.01                # δ
     cg_iters: int = 10
-    cg_tol: float = 1e-10
+    cg_tol: float = 1e-10               # CG stops when ‖r‖² < cg_tol·‖g‖² (relative)
     damping: float = 0.1
     backtrack_coef: float = 0.8
     max_backtracks: int = 10
