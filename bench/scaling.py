@@ -98,13 +98,15 @@ class CountingComm(Comm):
 
 
 def collectives_per_iteration(cfg: Config, iterations: int = 3):
-    """(collectives, bytes of one rank's parts) per iteration, counted on a short run."""
+    """(collectives, bytes of one rank's parts) per iteration, counted on a short run of
+    ``iterations`` updates (its first batch, which starts the normalizers, is counted in its
+    collectives but not as an iteration: a slight overcount)."""
     comm = CountingComm()
-    cfg.steps, cfg.eval_every = cfg.batch_steps * iterations, 0
+    cfg.steps, cfg.eval_every = cfg.batch_steps * (iterations + 1), 0
     tr = Trainer(cfg, None, quiet=True, comm=comm)
     tr.train()
     sizes = [b for _, b in comm.calls]
-    return len(sizes) / iterations, sizes, iterations
+    return len(sizes) / tr.iteration, sizes, tr.iteration
 
 
 def model(sizes: list[int], iterations: int, hosts: int) -> float:
@@ -121,6 +123,18 @@ def model(sizes: list[int], iterations: int, hosts: int) -> float:
     return sum(per) / iterations
 
 
+def model_rows(env_id: str, cfg, t_iter: float, run) -> list[str]:
+    """The model's rows: one host's iteration (``t_iter`` s, 1-rank training) plus the
+    collectives on P hosts."""
+    n, sizes, iters = collectives_per_iteration(run.build_config(run.parse_args(["--env", env_id])))
+    rows = []
+    for hosts in (16, 64):
+        t_comm = model(sizes, iters, hosts)
+        rows.append(f"| {env_id} | {hosts} | {n:.0f} | {np.sum(sizes) / iters / 1e3:,.0f} kB | "
+                    f"{t_iter * 1e3:,.0f} ms | {t_comm * 1e3:,.1f} ms | **{t_comm / (t_iter + t_comm):.1%}** |")
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--envs", nargs="+", default=["Hopper-v4", "ALE/Pong-v5"])
@@ -133,6 +147,9 @@ def main():
                         "--vf-minibatch (and R times --steps), so each rank keeps the work of one process")
     p.add_argument("--no-model", action="store_true", help="skip the collectives count and the P-host model")
     p.add_argument("--name", default="scaling.md", help="results file under bench/results")
+    p.add_argument("--model-only", type=float, nargs="+", metavar="MS",
+                   help="only the P-host model, with these measured milliseconds of one 1-rank iteration per env "
+                        "(e.g. from an earlier results file) instead of measuring (a) and (c)")
     args = p.parse_args()
     from trpo_np import cli as run
 
@@ -148,8 +165,11 @@ def main():
              "| c / (c with 1 rank) | collectives (rank 0) | iterations |",
              "|---|---|---|---|---|---|---|---|---|"]
     models = []
-    for env_id, steps in zip(args.envs, args.steps):
+    for k, (env_id, steps) in enumerate(zip(args.envs, args.steps)):
         cfg1 = run.build_config(run.parse_args(["--env", env_id]))
+        if args.model_only:
+            models += model_rows(env_id, cfg1, args.model_only[k] / 1e3, run)
+            continue
         res, shape = {}, {}
         for _ in range(args.repeats):
             for r in args.ranks:
@@ -169,15 +189,13 @@ def main():
                   f"collectives {share:.1%}", flush=True)
             lines.append(f"| {env_id} | {r} | {shape[r]} | {a:,.0f} | {c:,.0f} | {c / a:.2f} | {c / base:.2f} | "
                          f"{share:.1%} | {iters:.0f} |")
-        if args.no_model:
-            continue
-        # the model: one host's iteration (1-rank training) plus the collectives on P hosts
-        n, sizes, iters = collectives_per_iteration(run.build_config(run.parse_args(["--env", env_id])))
-        t_iter = cfg1.batch_steps / base
-        for hosts in (16, 64):
-            t_comm = model(sizes, iters, hosts)
-            models.append(f"| {env_id} | {hosts} | {n:.0f} | {np.sum(sizes) / iters / 1e3:,.0f} kB | "
-                          f"{t_iter * 1e3:,.0f} ms | {t_comm * 1e3:,.1f} ms | **{t_comm / (t_iter + t_comm):.1%}** |")
+        if not args.no_model:
+            models += model_rows(env_id, cfg1, cfg1.batch_steps / base, run)
+    if args.model_only:
+        lines = ["# Model of the collectives on many hosts", "",
+                 f"{machine()}. Command: `python bench/scaling.py {cmd}`: the compute of one 1-rank iteration "
+                 f"({', '.join(f'{e} {t:,.0f} ms' for e, t in zip(args.envs, args.model_only))}) is taken from an "
+                 "earlier measurement (bench/results/scaling.md), the collectives are counted here."]
     if models:
         lines += ["", "Model of the collectives on P hosts, weak scaling (each host samples the batch of one machine, "
                   "the value-fit minibatch grows with the batch as `--vf-minibatch` says, so the number of sums per "
