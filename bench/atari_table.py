@@ -28,6 +28,7 @@ import argparse
 import csv
 import os
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -109,7 +110,6 @@ def main():
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--note", default="", help="how these runs were made (budget, machine, sharing)")
     args = p.parse_args()
-    import time
 
     rows = read_rows()
     for run_dir in args.runs:
@@ -129,7 +129,7 @@ def main():
              f"Table built {time.strftime('%Y-%m-%d')} from [`atari-runs.csv`](atari-runs.csv) (each row: the date "
              f"its run was evaluated, by `python bench/atari_table.py RUN_DIR --note ...`; the last command: "
              f"`python bench/atari_table.py {' '.join(args.runs)}`). {machine()}.", "",
-             f"trpo_np: the final deterministic evaluation (10 episodes: argmax action, up to 30 "
+             f"trpo_np: the final deterministic evaluation ({args.episodes} episodes: argmax action, up to 30 "
              "noop starts, whole games, FIRE at reset where the game needs it) of the run's last checkpoint, "
              "± over episodes, with the env steps (agent steps, 4 frames each; for the vine trunk and branch "
              "steps together) and TRPO iterations it took. "

@@ -86,51 +86,51 @@ class CountingComm(Comm):
     """One process that records each collective it would make with several ranks."""
 
     def __init__(self):
-        self.calls = []  # (kind, bytes of this rank's part)
+        self.calls = []  # (kind, bytes of this rank's part, values)
 
     def sum(self, x):
-        self.calls.append(("sum", np.asarray(x).nbytes))
+        self.calls.append(("sum", np.asarray(x).nbytes, np.asarray(x).size))
         return x
 
     def gather(self, items):
-        self.calls.append(("gather", 64 * max(1, len(items))))  # small pickled lists
+        self.calls.append(("gather", 64 * max(1, len(items)), 1))  # small pickled lists
         return list(items)
 
 
 def collectives_per_iteration(cfg: Config, iterations: int = 3):
-    """(collectives, bytes of one rank's parts) per iteration, counted on a short run of
+    """(collectives, (bytes, values) of each of one rank's parts) per iteration, counted on a short run of
     ``iterations`` updates (its first batch, which starts the normalizers, is counted in its
     collectives but not as an iteration: a slight overcount)."""
     comm = CountingComm()
     cfg.steps, cfg.eval_every = cfg.batch_steps * (iterations + 1), 0
     tr = Trainer(cfg, None, quiet=True, comm=comm)
     tr.train()
-    sizes = [b for _, b in comm.calls]
+    sizes = [(b, v) for _, b, v in comm.calls]
     return len(sizes) / tr.iteration, sizes, tr.iteration
 
 
-def model(sizes: list[int], iterations: int, hosts: int) -> float:
+def model(sizes: list[tuple[int, int]], iterations: int, hosts: int) -> float:
     """Seconds of collectives per iteration on ``hosts`` hosts, each sum by the algorithm that
     ``MPIComm.sum`` picks: one Allgather (⌈log₂P⌉·α + (P − 1)·m·β) or, above its threshold,
     Alltoallv + Allgatherv ((P − 1)·α + ⌈log₂P⌉·α + 2·(P − 1)/P·m·β)."""
     lat = math.ceil(math.log2(hosts)) * ALPHA
     per = []
-    for m in sizes:
-        if m * (hosts - 1) > MPIComm.SCATTER_BYTES:
+    for m, values in sizes:
+        if MPIComm.scatters(values, m, hosts):
             per.append((hosts - 1) * ALPHA + lat + 2 * (hosts - 1) / hosts * m * BETA)
         else:
             per.append(lat + (hosts - 1) * m * BETA)
     return sum(per) / iterations
 
 
-def model_rows(env_id: str, cfg, t_iter: float, run) -> list[str]:
+def model_rows(env_id: str, t_iter: float, run) -> list[str]:
     """The model's rows: one host's iteration (``t_iter`` s, 1-rank training) plus the
     collectives on P hosts."""
     n, sizes, iters = collectives_per_iteration(run.build_config(run.parse_args(["--env", env_id])))
     rows = []
     for hosts in (16, 64):
         t_comm = model(sizes, iters, hosts)
-        rows.append(f"| {env_id} | {hosts} | {n:.0f} | {np.sum(sizes) / iters / 1e3:,.0f} kB | "
+        rows.append(f"| {env_id} | {hosts} | {n:.0f} | {sum(b for b, _ in sizes) / iters / 1e3:,.0f} kB | "
                     f"{t_iter * 1e3:,.0f} ms | {t_comm * 1e3:,.1f} ms | **{t_comm / (t_iter + t_comm):.1%}** |")
     return rows
 
@@ -168,18 +168,18 @@ def main():
     for k, (env_id, steps) in enumerate(zip(args.envs, args.steps)):
         cfg1 = run.build_config(run.parse_args(["--env", env_id]))
         if args.model_only:
-            models += model_rows(env_id, cfg1, args.model_only[k] / 1e3, run)
+            models += model_rows(env_id, args.model_only[k] / 1e3, run)
             continue
         res, shape = {}, {}
         for _ in range(args.repeats):
             for r in args.ranks:
-                k = r if args.weak else 1
-                extra = ["--num-envs", str(cfg1.num_envs * k), "--batch-steps", str(cfg1.batch_steps * k),
-                         "--vf-minibatch", str(cfg1.vf_minibatch * k)]
+                scale = r if args.weak else 1
+                extra = ["--num-envs", str(cfg1.num_envs * scale), "--batch-steps", str(cfg1.batch_steps * scale),
+                         "--vf-minibatch", str(cfg1.vf_minibatch * scale)]
                 cfg = run.build_config(run.parse_args(["--env", env_id] + extra))
                 shape[r] = f"{cfg.num_envs}, {cfg.batch_steps:,}"
-                res.setdefault(r, []).append((random_rate(cfg, min(steps * k, 20_000 * k), r),
-                                              *training(env_id, steps * k, r, extra)))
+                res.setdefault(r, []).append((random_rate(cfg, min(steps, 20_000) * scale, r),
+                                              *training(env_id, steps * scale, r, extra)))
                 print(f"  {env_id} ranks {r}: {res[r][-1]}", flush=True)
         base = None
         for r in args.ranks:
@@ -190,7 +190,7 @@ def main():
             lines.append(f"| {env_id} | {r} | {shape[r]} | {a:,.0f} | {c:,.0f} | {c / a:.2f} | {c / base:.2f} | "
                          f"{share:.1%} | {iters:.0f} |")
         if not args.no_model:
-            models += model_rows(env_id, cfg1, cfg1.batch_steps / base, run)
+            models += model_rows(env_id, cfg1.batch_steps / base, run)
     if args.model_only:
         lines = ["# Model of the collectives on many hosts", "",
                  f"{machine()}. Command: `python bench/scaling.py {cmd}`: the compute of one 1-rank iteration "

@@ -94,20 +94,22 @@ def trpo_step(batch, max_kl: float = 0.01, cg_iters: int = 10, cg_tol: float = 1
                  kl=0.0, entropy=float("nan"), backtracks=0, cg_residual=0.0, cg_iters=0,
                  step_norm=0.0, accepted=False, reason="")
     g_norm = float(np.linalg.norm(g))
+
+    def no_step(reason):  # θ stays θ_old; its entropy is still reported
+        stats.update(reason=reason, entropy=float(batch.evaluate(theta_old)[2]))
+        return stats
+
     if not (np.isfinite(g_norm) and np.isfinite(L_old)):
         raise ValueError(f"TRPO step: non-finite surrogate or gradient (L = {L_old}, |g| = {g_norm})")
-    if g_norm == 0.0:  # e.g. a vine batch whose Q̂ are equal within every state: no step
-        stats.update(reason="zero gradient", entropy=float(batch.evaluate(theta_old)[2]))
-        return stats
+    if g_norm == 0.0:  # e.g. a vine batch whose Q̂ are equal within every state
+        return no_step("zero gradient")
     x, res, k = conjugate_gradient(batch.fvp, g, cg_iters, cg_tol)  # x ≈ F⁻¹ g
     stats.update(cg_residual=res / g_norm, cg_iters=k)
     xFx = float(x @ batch.fvp(x))
     if not np.isfinite(xFx):
         raise ValueError(f"TRPO step: non-finite xᵀFx ({xFx}) from the Fisher-vector product")
     if k == 0 or xFx <= 0:
-        stats.update(reason=f"non-positive or non-finite xᵀFx ({xFx:.3g})",
-                     entropy=float(batch.evaluate(theta_old)[2]))
-        return stats
+        return no_step(f"non-positive or non-finite xᵀFx ({xFx:.3g})")
     beta = np.sqrt(2.0 * max_kl / xFx)  # β = sqrt(2δ / xᵀFx): ½ (βx)ᵀ F (βx) = δ
     full_step = beta * x
     stats["expected_improve"] = float(g @ full_step)  # first-order model gᵀ s
