@@ -262,8 +262,8 @@ class Conv2d(Layer):
         P = self.out_hw[0] * self.out_hw[1]
         y = np.empty((x.shape[0] * P, self.channels), dtype=np.result_type(x, Wm))
         for i, j, cols in self.blocks(x):
-            np.matmul(cols, Wm, out=y[i * P:j * P])
-        y += b
+            yb = np.matmul(cols, Wm, out=y[i * P:j * P])
+            yb += b  # while the block is in the cache
         return y.reshape((x.shape[0],) + self.out_shape)
 
     def forward(self, x, w):
@@ -274,14 +274,18 @@ class Conv2d(Layer):
         P = self.out_hw[0] * self.out_hw[1]
         dy2 = dy.reshape(-1, self.channels)
         dw[0][...] = 0.0
-        dwi = np.empty_like(dw[0])
+        dw[1][...] = 0.0
+        dwi, dbi = np.empty_like(dw[0]), np.empty_like(dw[1])
+        ones = None
         dx = np.zeros(x.shape, dtype=dy.dtype) if need_dx else None
         for i, j, cols in self.blocks(x):
             dyb = dy2[i * P:j * P]
             dw[0] += np.matmul(cols.T, dyb, out=dwi)  # dW = colsᵀ dY, summed over the blocks
+            if ones is None:
+                ones = np.ones(len(dyb), dtype=dy.dtype)
+            dw[1] += np.matmul(ones[:len(dyb)], dyb, out=dbi)  # db = Σ dY: a GEMV, 5x np.sum(axis=0)
             if need_dx:
                 self.input_grad(dyb, Wm, dx[i:j])  # dx = col2im(dY Wᵀ)
-        np.sum(dy2, axis=0, out=dw[1])
         return dx
 
     def jvp(self, rx, x, w, rw):
@@ -289,12 +293,15 @@ class Conv2d(Layer):
         rW, rb = rw
         P = self.out_hw[0] * self.out_hw[1]
         ry = np.empty((x.shape[0] * P, self.channels), dtype=np.result_type(x, rW))
-        for i, j, cols in self.blocks(x):
-            np.matmul(cols, rW, out=ry[i * P:j * P])  # cols R{W}
-        if rx is not None:
-            for i, j, rcols in self.blocks(rx):
-                ry[i * P:j * P] += rcols @ Wm  # + im2col(R{x}) W
-        ry += rb  # + R{b}
+        rblocks = self.blocks(rx) if rx is not None else None
+        tmp = None
+        for i, j, cols in self.blocks(x):  # block by block, so that R{y}'s block stays in the cache
+            ryb = np.matmul(cols, rW, out=ry[i * P:j * P])  # cols R{W}
+            if rblocks is not None:
+                _, _, rcols = next(rblocks)
+                tmp = np.empty_like(ryb) if tmp is None else tmp
+                ryb += np.matmul(rcols, Wm, out=tmp[:len(ryb)])  # + im2col(R{x}) W
+            ryb += rb  # + R{b}
         return ry.reshape((-1,) + self.out_shape)
 
 
