@@ -86,7 +86,7 @@ def summary(name: str, flags: list[str], run_dir: str, episodes: int) -> dict:
     with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     tail = rows[-max(1, len(rows) // 10):]
-    accepted = [float(r["kl"]) for r in rows if r["accepted"] in ("1", "True", "1.0")]
+    accepted = [float(r["kl"]) for r in rows if r["accepted"] == "1"]
     r = run_row(run_dir, episodes)
     r.update(arm=name, flags=" ".join(flags) or "(none)", entropy0=float(rows[0]["entropy"]),
              entropy=float(np.mean([float(x["entropy"]) for x in tail])),

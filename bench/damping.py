@@ -46,9 +46,7 @@ def main():
 
     from trpo_np import cli
     from trpo_np.optim import conjugate_gradient
-    from trpo_np.policy import TRPOBatch
     from trpo_np.train import Trainer
-    from trpo_np.value import paths_gae
 
     cfg = cli.build_config(cli.parse_args(["--env", args.env, "--seed", str(args.seed)]))
     tr = Trainer(cfg, None, quiet=True)
@@ -58,9 +56,7 @@ def main():
         tr.update(sampler.sample(cfg.batch_steps))
     batch = sampler.sample(cfg.batch_steps)
     sampler.close()
-    adv_te, _, _ = paths_gae(tr.vf, batch.paths, cfg.gamma, cfg.lam)
-    tb = TRPOBatch(tr.policy, batch.surrogate(adv_te.reshape(-1), tr.comm), damping=0.0,
-                   fvp_fraction=cfg.fvp_fraction, rng=np.random.default_rng(args.seed), chunk=tr.chunk, comm=tr.comm)
+    tb, _, _ = tr.trpo_batch(batch, damping=0.0, rng=np.random.default_rng(args.seed))
     _, g = tb.loss_and_grad()
     dtype = g.dtype
 

@@ -49,17 +49,15 @@ def main():
 
     from trpo_np.nn import Conv2d
     from trpo_np.optim import conjugate_gradient
-    from trpo_np.policy import TRPOBatch
     from trpo_np.rundir import load_config, read_progress
     from trpo_np.train import Trainer
-    from trpo_np.value import paths_gae
 
     cfg = load_config(args.run)
     cfg.seed = args.seed
     tr = Trainer(cfg, None, quiet=True)
     meta = tr.load(os.path.join(args.run, "checkpoint.npz"))
     rows = read_progress(os.path.join(args.run, "progress.csv"), meta["iteration"])
-    rejected = sum(r["accepted"] not in ("1", "True") for r in rows)
+    rejected = sum(r["accepted"] != "1" for r in rows)
     sampler = tr.make_sampler()
     lines = [f"# Line search along the TRPO step, {cfg.env}", "",
              f"{machine()}. Command: `python bench/linesearch.py {args.run} --batches {args.batches}` (seed "
@@ -74,10 +72,7 @@ def main():
     tb = None
     for b in range(args.batches):
         batch = sampler.sample(cfg.batch_steps)
-        adv_te, _, _ = paths_gae(tr.vf, batch.paths, cfg.gamma, cfg.lam)
-        tb = TRPOBatch(tr.policy, batch.surrogate(adv_te.reshape(-1), tr.comm), damping=cfg.damping,
-                       fvp_fraction=cfg.fvp_fraction, rng=np.random.default_rng(args.seed + b), chunk=tr.chunk,
-                       comm=tr.comm)
+        tb, _, _ = tr.trpo_batch(batch, rng=np.random.default_rng(args.seed + b))
         L0, g = tb.loss_and_grad()
         x, _, _ = conjugate_gradient(tb.fvp, g, cfg.cg_iters, cfg.cg_tol)
         s = np.sqrt(2.0 * cfg.max_kl / float(x @ tb.fvp(x))) * x

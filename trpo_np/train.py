@@ -250,14 +250,23 @@ class Trainer:
                 raise
         return sampler
 
+    def trpo_batch(self, batch, damping: float | None = None, rng: np.random.Generator | None = None):
+        """Steps 2-3 of an iteration: GAE over the batch and the :class:`TRPOBatch` of its surrogate
+        at the policy's θ, with ``cfg.damping`` and the run's Fisher-state generator unless given
+        (the diagnostics in bench/ pass their own). Returns (TRPOBatch, ret_te, val_te)."""
+        cfg, comm = self.cfg, self.comm
+        adv_te, ret_te, val_te = paths_gae(self.vf, batch.paths, cfg.gamma, cfg.lam)
+        if not np.isfinite(ret_te).all():
+            raise ValueError("non-finite value targets (λ-returns): V's predictions or the scaled rewards are NaN or inf")
+        tb = TRPOBatch(self.policy, batch.surrogate(adv_te.reshape(-1), comm),
+                       damping=cfg.damping if damping is None else damping, fvp_fraction=cfg.fvp_fraction,
+                       rng=self.rng_fvp if rng is None else rng, chunk=self.chunk, comm=comm)
+        return tb, ret_te, val_te
+
     def update(self, batch) -> dict:
         """Steps 2-4 of an iteration on a batch of either sampler: GAE, TRPO step, value fit."""
         cfg, paths, comm = self.cfg, batch.paths, self.comm
-        adv_te, ret_te, val_te = paths_gae(self.vf, paths, cfg.gamma, cfg.lam)
-        if not np.isfinite(ret_te).all():
-            raise ValueError("non-finite value targets (λ-returns): V's predictions or the scaled rewards are NaN or inf")
-        tb = TRPOBatch(self.policy, batch.surrogate(adv_te.reshape(-1), comm), damping=cfg.damping,
-                       fvp_fraction=cfg.fvp_fraction, rng=self.rng_fvp, chunk=self.chunk, comm=comm)
+        tb, ret_te, val_te = self.trpo_batch(batch)
         stats = trpo_step(tb, cfg.max_kl, cfg.cg_iters, cfg.cg_tol, cfg.backtrack_coef, cfg.max_backtracks)
         ret_n = ret_te.reshape(-1)
         stats["vf_explained_var"] = explained_variance(val_te.reshape(-1), ret_n, comm)  # of V before the fit
