@@ -333,11 +333,33 @@ def _terminate(signum, frame):
 
 def launch(command: list[str]) -> int:
     """Run ``command`` (mpiexec with the ranks) and return its exit status; Ctrl-C reaches the
-    ranks, SIGTERM is passed on to mpiexec, they finish their checkpoint, and we wait for them."""
-    import subprocess
+    ranks, SIGTERM is passed on to mpiexec, they finish their checkpoint, and we wait for them.
 
-    proc = subprocess.Popen(command)
+    The ranks' stderr comes through a pipe that we read to its end: when a rank aborts, mpiexec
+    can exit before its proxy has forwarded the rank's last line (the one that says what
+    happened), and that line would otherwise arrive after we return, or be lost."""
+    import select
+    import subprocess
+    import time
+
+    sys.stderr.flush()
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
     signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))  # to the ranks too
+    fd, ended = proc.stderr.fileno(), None
+    while True:
+        try:
+            if select.select([fd], [], [], 0.5)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:  # every writer (mpiexec, its proxies, the ranks) has closed it
+                    break
+                os.write(2, chunk)  # fd 2 itself: sys.stderr may be a wrapper without one
+            elif proc.poll() is not None:
+                ended = ended or time.monotonic()
+                if time.monotonic() - ended > 10:  # a process mpiexec left behind holds the pipe open
+                    break
+        except KeyboardInterrupt:
+            continue
+    proc.stderr.close()
     while True:
         try:
             return proc.wait()

@@ -135,8 +135,13 @@ class MPIComm(Comm):
         return self.comm.bcast(obj, root=0)
 
     def abort(self, code: int) -> None:
+        """End every rank with exit status ``code``. The line the caller printed is in the pipe to
+        mpiexec's proxy; MPI_Abort has mpiexec kill the proxies, and one killed before it read
+        the pipe loses the line: a moment's wait lets it be forwarded first."""
         sys.stdout.flush()
         sys.stderr.flush()
+        if self.size > 1:
+            time.sleep(0.5)
         self.comm.Abort(code)
 
 
