@@ -9,8 +9,8 @@ last checkpoint plays the final deterministic evaluation (the 2015 protocol, as
 evaluation, the mean score of the last 100 training games (the stochastic policy, from
 ``monitor.csv``), the policy entropy over the last 10% of the iterations (a policy that turned
 deterministic before it plays well stays there), the mean KL of an accepted step, the iterations
-and the hours. Writes ``bench/results/atari-settings-<game>.md`` and the curves (one CSV per arm)
-under ``bench/results/curves/``.
+and the hours. Writes ``bench/results/atari-settings-<game>.md`` (``-s<SEED>`` added for seeds
+other than 0) and the curves (one CSV per arm) under ``bench/results/curves/``.
 
     python bench/atari_settings.py --env ALE/Breakout-v5 --steps 1000000 --seed 0 --jobs 2 \\
         --out runs/settings --arm defaults= --arm "batch20k=--batch-steps 20000" \\
@@ -141,7 +141,8 @@ def main():
                      f"{r['entropy']:.2f} | {r['kl']:.4f} | {r['iterations']} ({r['accepted']}) | {r['hours']:.2f} |")
     lines += ["", f"Curves: `bench/results/curves/{slug}-settings-<arm>-s{args.seed}.csv` (env steps, mean training "
               "return of the episodes that ended in the iteration, entropy, KL)."]
-    write_result(f"atari-settings-{slug.split('_')[-1].split('-')[0].lower()}.md", lines)
+    game_name = slug.split('_')[-1].split('-')[0].lower()
+    write_result(f"atari-settings-{game_name}{f'-s{args.seed}' if args.seed else ''}.md", lines)
 
 
 if __name__ == "__main__":

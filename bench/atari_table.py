@@ -63,7 +63,7 @@ def game_of(env_id: str) -> str | None:
 
 
 def run_row(run_dir: str, episodes: int):
-    """(game, method, steps, iterations, sticky, returns) of one run directory."""
+    """(game, method, steps, iterations, sticky, CG damping, returns) of one run directory."""
     import trpo_np
     from trpo_np.rundir import checkpoint_path, load_checkpoint, read_progress
 
@@ -83,12 +83,12 @@ def run_row(run_dir: str, episodes: int):
     return dict(train100=train100, game=game, method=cfg.method, steps=int(float(last["env_steps"])), iterations=int(float(last["iteration"])),
                 hours=float(last["elapsed"]) / 3600, sticky=cfg.atari.get("sticky_actions", 0.0),
                 ret=float(np.mean(returns)), std=float(np.std(returns)), lo=float(np.min(returns)),
-                hi=float(np.max(returns)), episodes=episodes, env=cfg.env, run=run_dir)
+                hi=float(np.max(returns)), episodes=episodes, env=cfg.env, run=run_dir, damping=cfg.damping)
 
 
 RUNS_CSV = os.path.join(RESULTS, "atari-runs.csv")
 FIELDS = ["game", "method", "steps", "iterations", "hours", "sticky", "ret", "std", "lo", "hi", "episodes", "env",
-          "train100", "run", "note", "date"]
+          "train100", "run", "note", "date", "damping"]
 
 
 def read_rows() -> list[dict]:
@@ -99,7 +99,7 @@ def read_rows() -> list[dict]:
     for r in rows:
         for k in ("steps", "iterations", "episodes"):
             r[k] = int(r[k])
-        for k in ("hours", "sticky", "ret", "std", "lo", "hi"):
+        for k in ("hours", "sticky", "ret", "std", "lo", "hi", "damping"):
             r[k] = float(r[k])
     return rows
 
@@ -135,12 +135,13 @@ def main():
              "steps together) and TRPO iterations it took. "
              "The paper: 500 iterations (single path 50M steps, vine about 200M with its branches); "
              "baselines: TRPO (trpo_mpi) at 10M steps. Sticky actions: 0 (the 2015 protocol) unless stated; "
-             "scores under ALE v5's default 0.25 are not comparable.", "",
+             "scores under ALE v5's default 0.25 are not comparable. The CG damping of each run is given: "
+             "the Atari default was 0.1 until it became 1e-3 (bench/README.md, \"Atari settings\").", "",
              "| game | random | paper: single path (50M) | paper: vine | baselines TRPO (10M) | trpo_np | steps, iterations, hours |",
              "|---|---|---|---|---|---|---|"]
     for game, (_, rnd, single, vine) in PAPER.items():
         mine = ours.get(game, [])
-        text = "; ".join(f"**{r['ret']:.1f} ± {r['std']:.1f}** ({r['method']}"
+        text = "; ".join(f"**{r['ret']:.1f} ± {r['std']:.1f}** ({r['method']}, damping {r['damping']:g}"
                          + (f", sticky {r['sticky']}" if r["sticky"] else "") + ")" for r in mine) or "not run"
         took = "; ".join(f"{r['steps']:,}, {r['iterations']}, {r['hours']:.1f} h" for r in mine)
         lines.append(f"| {game} | {rnd:,} | {single:,} | {vine:,} | {BASELINES_10M[game]:,} | {text} | {took} |")
