@@ -103,3 +103,11 @@ def test_a_setup_error_under_mpi_is_one_line_and_ends_every_rank(tmp_path, capfd
     err = capfd.readouterr().err
     ours = [line for line in err.splitlines() if line.startswith("run.py: error:")]
     assert code == 2 and len(ours) == 1 and "exists and is not empty" in ours[0], err
+
+
+def test_the_launcher_passes_on_stderr_written_after_mpiexec_ends(capfd):
+    """A line a child of mpiexec writes after mpiexec itself exited (an aborting rank's last
+    words, forwarded late by its proxy) still reaches our stderr before ``launch`` returns."""
+    code = run.launch(["sh", "-c", "(sleep 0.5; echo 'late line' >&2) & exit 1"])
+    assert code == 1
+    assert "late line" in capfd.readouterr().err
