@@ -37,17 +37,18 @@ def trpo_batch_sums(comm):
     v = rng.standard_normal(pol.size)
     mine = slice(0, 6) if comm.rank == 0 else slice(6, 13)
 
-    def batch(c, sl):
+    def batch(c, sl, ent_coef):
         sur = Surrogate(obs[sl], act[sl], single_path_objective(logp_old[sl], adv[sl], 13), kl_obs=obs[sl])
-        return TRPOBatch(pol, sur, damping=0.1, comm=c)
+        return TRPOBatch(pol, sur, damping=0.1, comm=c, ent_coef=ent_coef)
 
-    split, whole = batch(comm, mine), batch(parallel.Comm(), slice(0, 13))
-    (L2, g2), (L1, g1) = split.loss_and_grad(), whole.loss_and_grad()
-    assert abs(L2 - L1) < 1e-12 and rel_error(g2, g1) < 1e-12, (L2, L1, rel_error(g2, g1))
-    assert rel_error(split.fvp(v), whole.fvp(v)) < 1e-12
-    theta = whole.theta_old + 0.01 * v
-    assert np.allclose(split.evaluate(theta), whole.evaluate(theta), rtol=1e-12, atol=0)
-    split.evaluate(split.theta_old)
+    for ent_coef in (0.0, 0.3):  # without and with an entropy bonus
+        split, whole = batch(comm, mine, ent_coef), batch(parallel.Comm(), slice(0, 13), ent_coef)
+        (L2, g2), (L1, g1) = split.loss_and_grad(), whole.loss_and_grad()
+        assert abs(L2 - L1) < 1e-12 and rel_error(g2, g1) < 1e-12, (L2, L1, rel_error(g2, g1))
+        assert rel_error(split.fvp(v), whole.fvp(v)) < 1e-12
+        theta = whole.theta_old + 0.01 * v
+        assert np.allclose(split.evaluate(theta), whole.evaluate(theta), rtol=1e-12, atol=0)
+        split.evaluate(split.theta_old)
     # the value fit: the same Adam steps on every rank, equal to one process on the joined data
     targets = rng.standard_normal(13)
     vf2 = ValueFunction(mlp(4, (5,), 1, dtype=np.float64).init(np.random.default_rng(1)), epochs=3, minibatch=4)

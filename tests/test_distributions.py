@@ -81,7 +81,7 @@ def unflat(z, like):
 
 
 @pytest.mark.parametrize("case", [gaussian_case, categorical_case])
-def test_logp_and_kl_gradients_against_central_differences(case):
+def test_logp_kl_and_entropy_gradients_against_central_differences(case):
     d, p_old, p = case()
     rng = np.random.default_rng(4)
     a = d.sample_logp(p_old, rng)[0]
@@ -90,6 +90,8 @@ def test_logp_and_kl_gradients_against_central_differences(case):
     assert rel_error(flat_cotangent(d.dlogp(p, a, w), p), num) < 1e-6
     num = numerical_grad(lambda z: float(np.sum(w * d.kl(p_old, unflat(z, p)))), flat(p))
     assert rel_error(flat_cotangent(d.dkl(p_old, p, w), p), num) < 1e-6
+    num = numerical_grad(lambda z: float(np.sum(w * d.entropy(unflat(z, p)))), flat(p))
+    assert rel_error(flat_cotangent(d.dentropy(p, w), p), num) < 1e-6
 
 
 @pytest.mark.parametrize("case", [gaussian_case, categorical_case])

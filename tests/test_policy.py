@@ -40,7 +40,7 @@ def tiny_gaussian(n=3):
 POLICIES = [mlp_gaussian, mlp_categorical, cnn_categorical]
 
 
-def make_batch(make, damping=0.0):
+def make_batch(make, damping=0.0, ent_coef=0.0):
     pol, obs = make()
     rng = np.random.default_rng(7)
     act, logp_old = pol.act(obs, rng)
@@ -48,17 +48,29 @@ def make_batch(make, damping=0.0):
     # evaluate the surrogate away from θ_old, where the ratio is not 1
     theta_old = pol.theta.copy()
     pol.theta[:] += 0.05 * rng.standard_normal(pol.size)
-    batch = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, adv), damping=damping)
+    batch = make_trpo_batch(pol, obs, act, single_path_objective(logp_old, adv), damping=damping, ent_coef=ent_coef)
     return pol, batch, theta_old
 
 
+@pytest.mark.parametrize("ent_coef", [0.0, 0.3])
 @pytest.mark.parametrize("make", POLICIES)
-def test_surrogate_gradient_against_central_differences(make):
-    pol, batch, _ = make_batch(make)
+def test_surrogate_gradient_against_central_differences(make, ent_coef):
+    """g of L (and of L + c·H̄ with an entropy bonus) against central differences of evaluate's value."""
+    pol, batch, _ = make_batch(make, ent_coef=ent_coef)
     g, num = surrogate_gradient_check(batch)
     L, _ = batch.loss_and_grad()
     assert abs(L - batch.evaluate(pol.theta.copy())[0]) < 1e-12
     assert rel_error(g, num) < 1e-6
+
+
+@pytest.mark.parametrize("make", POLICIES)
+def test_the_entropy_bonus_adds_c_times_the_mean_entropy(make):
+    pol, plain, _ = make_batch(make)
+    pol2, bonus, _ = make_batch(make, ent_coef=0.3)
+    theta = pol.theta.copy()
+    L0, _, h = plain.evaluate(theta)
+    L1, _, _ = bonus.evaluate(theta)
+    assert abs(L1 - (L0 + 0.3 * h)) < 1e-12
 
 
 @pytest.mark.parametrize("make", POLICIES)

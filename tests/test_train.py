@@ -92,6 +92,7 @@ def test_different_seeds_differ(tmp_path):
     (["--env", "ALE/Pong-v5", "--sticky-actions", "nan"], "--sticky-actions must be a probability"),
     (["--env", "CartPole-v1", "--damping", "inf"], "--damping must be finite"),
     (["--env", "CartPole-v1", "--vf-lr", "inf"], "--vf-lr must be finite"),
+    (["--env", "CartPole-v1", "--ent-coef", "-0.01"], "--ent-coef must be finite and >= 0"),
     (["--env", "CartPole-v1", "--seed", "-1"], "--seed must be a non-negative integer"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):

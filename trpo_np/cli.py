@@ -65,6 +65,8 @@ def parse_args(argv=None):
     a("--max-kl", type=float, help="δ, the bound on the mean KL per update (default 0.01)")
     a("--cg-iters", type=int, help="conjugate gradient iterations (default 10)")
     a("--damping", type=float, help="λ added to the Fisher matrix (default 0.1)")
+    a("--ent-coef", type=float, help="entropy bonus c: the step optimizes L + c·(mean entropy); not in the "
+      "paper (default 0)")
     a("--backtrack-coef", type=float, help="line-search shrink factor (default 0.8)")
     a("--max-backtracks", type=int, help="line-search trials (default 10)")
     a("--fvp-fraction", type=float, help="fraction of states used for F v (default 1; Atari 0.1)")
@@ -103,7 +105,7 @@ def build_config(args):
     from trpo_np.config import Config, make_config
 
     env = Config.env if args.env is None else args.env
-    names = ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping",
+    names = ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping", "ent_coef",
              "backtrack_coef", "max_backtracks", "fvp_fraction", "gamma", "lam", "activation", "log_std_init",
              "cnn",
              "vf_epochs", "vf_lr", "vf_minibatch", "normalize_obs", "scale_reward", "vine_states", "vine_actions",

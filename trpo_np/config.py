@@ -30,6 +30,7 @@ class Config:
     cg_iters: int = 10
     cg_tol: float = 1e-10               # CG stops when ‖r‖² < cg_tol·‖g‖² (relative)
     damping: float = 0.1
+    ent_coef: float = 0.0               # c of an entropy bonus L + c·H̄ (not in the paper: 0)
     backtrack_coef: float = 0.8
     max_backtracks: int = 10
     fvp_fraction: float = 1.0           # fraction of states used for F v (paper App. C.1 suggests 0.1; the Atari entry uses it)
@@ -63,7 +64,7 @@ class Config:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
-        for name in ["damping", "cg_tol", "eval_every", "vf_lr"]:
+        for name in ["damping", "ent_coef", "cg_tol", "eval_every", "vf_lr"]:
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0, got {v}")

@@ -6,7 +6,8 @@ per state and which are shared by all states (the Gaussian log-std). Each class 
 
 - ``logp(p, a)`` and ``dlogp(p, a, w)``: log π(a|s) and the cotangent of ``Σ_n w_n log π_n``,
 - ``kl(p_old, p)`` = KL(π_old ‖ π) per state, and ``dkl(p_old, p, w)``, its derivative in ``p``,
-- ``entropy(p)``, ``sample_logp(p, rng)``, ``mode(p)``,
+- ``entropy(p)`` and ``dentropy(p, w)``, the cotangent of ``Σ_n w_n H(π_n)`` (for the optional
+  entropy bonus), ``sample_logp(p, rng)``, ``mode(p)``,
 - ``fisher(p, u) = M u``: the Hessian of ``kl(p_old, ·)`` at ``p = p_old`` times a tangent ``u``.
   This is the Fisher information of the distribution in its own parameters; with the network
   Jacobian J it gives the policy's Fisher matrix F = (1/N) Σ_n J_nᵀ M_n J_n (paper App. C).
@@ -107,6 +108,11 @@ class DiagGaussian:
         h = np.sum(logstd) + 0.5 * self.dim * (1.0 + math.log(2 * math.pi))
         return np.full(m.shape[0], h, dtype=m.dtype)
 
+    def dentropy(self, p, w):
+        """Cotangents of Σ_n w_n H(π_n): H = Σ_i ℓ_i + const does not depend on the mean."""
+        m, _ = p
+        return GaussianParams(np.zeros_like(m), np.broadcast_to(w[:, None], m.shape).astype(m.dtype))
+
     def fisher(self, p, u):
         """M u at p: ``[u_m / σ²; 2 u_ℓ]`` with u_m, u_ℓ: (n, a). The ℓ block of M is 2I at every
         state, whatever the mean: so the log-std block of F (the mean over states) is exactly 2I."""
@@ -178,6 +184,13 @@ class Categorical:
     def entropy(self, p):
         lp = self.log_softmax(p[0])
         return -np.sum(np.exp(lp) * lp, axis=1)
+
+    def dentropy(self, p, w):
+        """∂/∂z_j of H = −Σ_k π_k log π_k is −π_j (log π_j + H), weighted by w_n."""
+        lp = self.log_softmax(p[0])
+        pi = np.exp(lp)
+        h = -np.sum(pi * lp, axis=1, keepdims=True)
+        return CategoricalParams(-w[:, None] * pi * (lp + h))
 
     def fisher(self, p, u):
         """M u = π ⊙ u − π (πᵀ u): the Hessian of the KL in the logits."""

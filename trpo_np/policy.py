@@ -131,13 +131,17 @@ class TRPOBatch:
     at θ_old (every F v reuses them); the surrogate's gradient recomputes its forward pass.
     comm: the ranks that hold the other parts of the batch; L, g, F v and the line search's
     values are sums over them (:mod:`trpo_np.parallel`), so every rank takes the same step.
+    ent_coef: c of an entropy bonus, optimized as L(θ) + c·H̄(θ) with H̄ the mean entropy of π_θ
+    over the surrogate's states (not in the paper, whose objective is L alone: the default c = 0;
+    OpenAI baselines' TRPO has the same option). The line search then asks this sum to improve.
     ``loss_and_grad`` and ``fvp`` are derivatives at θ_old: they raise if the policy's θ has
     been moved (by ``evaluate``) and not put back.
     """
 
     def __init__(self, policy: Policy, surrogate: Surrogate, damping: float = 0.1, fvp_fraction: float = 1.0,
-                 rng: np.random.Generator | None = None, chunk: int | None = None, comm: Comm = Comm()):
-        self.policy, self.damping, self.comm = policy, damping, comm
+                 rng: np.random.Generator | None = None, chunk: int | None = None, comm: Comm = Comm(),
+                 ent_coef: float = 0.0):
+        self.policy, self.damping, self.comm, self.ent_coef = policy, damping, comm, float(ent_coef)
         self.obs, self.act, self.objective = surrogate.obs, surrogate.act, surrogate.objective
         self.kl_obs = surrogate.kl_obs
         self.chunk = int(chunk) if chunk else max(len(self.obs), len(self.kl_obs), 1)
@@ -157,6 +161,8 @@ class TRPOBatch:
             self.f_obs = self.kl_obs
         self.f_chunks = list(self._passes(self.f_obs))  # (slice, p_old, caches at θ_old) per chunk
         self.n_kl, self.n_f = int(comm.sum(len(self.kl_obs))), int(comm.sum(len(self.f_obs)))  # of all ranks
+        if self.ent_coef:  # the bonus is a mean over the surrogate's states (of all ranks)
+            self.n_obs = self.n_kl if self.kl_obs is self.obs else int(comm.sum(len(self.obs)))
 
     def _passes(self, obs, caches: bool = True):
         """(slice, distribution parameters, caches) per chunk of ``obs`` at the policy's θ (one
@@ -180,9 +186,17 @@ class TRPOBatch:
         self._check_theta_old("loss_and_grad")
         pol = self.policy
         L, dlogp_n = self.objective(self.logp_old)
+        c, h = self.ent_coef, 0.0
         g = np.zeros(pol.size, dtype=pol.dtype)
         for sl, p, caches in self._passes(self.obs):
-            g += pol.vjp(caches, pol.dist.dlogp(p, self.act[sl], dlogp_n[sl]))
+            dp = pol.dist.dlogp(p, self.act[sl], dlogp_n[sl])
+            if c:  # + c·H̄: its cotangent, c/N per state
+                dh = pol.dist.dentropy(p, np.full(sl.stop - sl.start, c / self.n_obs, dtype=dlogp_n.dtype))
+                dp = type(dp)(*(a + b for a, b in zip(dp, dh)))
+                h += float(np.sum(pol.dist.entropy(p)))
+            g += pol.vjp(caches, dp)
+        if c:
+            L = L + c * h / self.n_obs
         return self.comm.sum(L), self.comm.sum(g)
 
     def fvp(self, v: np.ndarray) -> np.ndarray:
@@ -202,6 +216,8 @@ class TRPOBatch:
         pol.theta[:] = theta
         p = self._params(self.obs)
         L, _ = self.objective(pol.dist.logp(p, self.act))
+        if self.ent_coef:
+            L = L + self.ent_coef * float(np.sum(pol.dist.entropy(p))) / self.n_obs
         if self.kl_obs is not self.obs:
             p = self._params(self.kl_obs)
         # one collective for the three sums (their common dtype: the same bits as three)

@@ -260,7 +260,8 @@ class Trainer:
             raise ValueError("non-finite value targets (λ-returns): V's predictions or the scaled rewards are NaN or inf")
         tb = TRPOBatch(self.policy, batch.surrogate(adv_te.reshape(-1), comm),
                        damping=cfg.damping if damping is None else damping, fvp_fraction=cfg.fvp_fraction,
-                       rng=self.rng_fvp if rng is None else rng, chunk=self.chunk, comm=comm)
+                       rng=self.rng_fvp if rng is None else rng, chunk=self.chunk, comm=comm,
+                       ent_coef=cfg.ent_coef)
         return tb, ret_te, val_te
 
     def update(self, batch) -> dict:
