@@ -10,7 +10,7 @@ evaluation, the mean score of the last 100 training games (the stochastic policy
 ``monitor.csv``), the policy entropy over the last 10% of the iterations (a policy that turned
 deterministic before it plays well stays there), the mean KL of an accepted step, the iterations
 and the hours. Writes ``bench/results/atari-settings-<game>.md`` (``-s<SEED>`` added for seeds
-other than 0) and the curves (one CSV per arm) under ``bench/results/curves/``.
+other than 0, then ``--tag``) and the curves (one CSV per arm) under ``bench/results/curves/``.
 
     python bench/atari_settings.py --env ALE/Breakout-v5 --steps 1000000 --seed 0 --jobs 2 \\
         --out runs/settings --arm defaults= --arm "batch20k=--batch-steps 20000" \\
@@ -106,6 +106,8 @@ def main():
     p.add_argument("--jobs", type=int, default=1, help="arms trained at a time (one process each)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--note", default="", help="how these runs were made (commit, machine sharing)")
+    p.add_argument("--tag", default="", help="suffix of the results file's name, so that a comparison of "
+                   "other arms on the same game and seed does not replace an earlier table (e.g. -ent)")
     args = p.parse_args()
     game = game_of(args.env)
     if game is None:
@@ -142,7 +144,7 @@ def main():
     lines += ["", f"Curves: `bench/results/curves/{slug}-settings-<arm>-s{args.seed}.csv` (env steps, mean training "
               "return of the episodes that ended in the iteration, entropy, KL)."]
     game_name = slug.split('_')[-1].split('-')[0].lower()
-    write_result(f"atari-settings-{game_name}{f'-s{args.seed}' if args.seed else ''}.md", lines)
+    write_result(f"atari-settings-{game_name}{f'-s{args.seed}' if args.seed else ''}{args.tag}.md", lines)
 
 
 if __name__ == "__main__":
