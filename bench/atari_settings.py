@@ -131,7 +131,8 @@ def main():
     arm_flags = " ".join(shlex.quote(a) for a in (f"--arm={a}" for a in args.arm))
     lines = [f"# Atari settings, {game} ({args.env}): {args.steps:,} steps, seed {args.seed}", "",
              f"{machine()}. Command: `python bench/atari_settings.py --env {args.env} --steps {args.steps} "
-             f"--seed {args.seed} --jobs {args.jobs} --out {args.out} {arm_flags}`. {args.note}", "",
+             f"--seed {args.seed} --jobs {args.jobs} --out {args.out}{f' --tag={args.tag}' if args.tag else ''} "
+             f"{arm_flags}`. {args.note}", "",
              f"Evaluation: the last checkpoint, {args.episodes} episodes of the 2015 protocol (argmax action, noop "
              "starts, whole games). Entropy: the policy's mean entropy over the last 10% of the iterations "
              f"(at the first iteration: {results[0]['entropy0']:.2f}, near uniform play). KL: mean over the "
