@@ -35,9 +35,10 @@ def test_a_flag_overrides_the_table_and_the_line_says_so():
     cfg = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--gamma", "0.99", "--cg-iters", "12"]))
     assert cfg.gamma == 0.99 and cfg.cg_iters == 12
     assert describe(cfg) == ("settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999 (flag: 0.99), "
-                             "cg_iters=25 (flag: 12), vf_epochs=20")
+                             "cg_iters=25 (flag: 12), vf_epochs=20, ent_coef=0.01")
     cfg = run.build_config(run.parse_args(["--env", "Swimmer-v5"]))
-    assert describe(cfg) == "settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999, cg_iters=25, vf_epochs=20"
+    assert describe(cfg) == ("settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999, cg_iters=25, vf_epochs=20, "
+                             "ent_coef=0.01")
     cfg = run.build_config(run.parse_args(["--env", "ALE/Pong-v5", "--sticky-actions", "0.25"]))
     assert describe(cfg).endswith("atari={'frame_size': 42}") and "flag" not in describe(cfg)
     assert "no entry for Hopper-v4" in describe(run.build_config(run.parse_args(["--env", "Hopper-v4"])))
