@@ -36,7 +36,7 @@ SUITE = {
     "Hopper-v4": (dict(mean=3400, worst=2500), ["Hopper-v4-single-warmup-rescale", "Hopper-v4-single-warmup-rescale-s3to4"]),
     "Walker2d-v4": (dict(mean=4500, worst=3500, last5=4000), ["Walker2d-v4-single-cg25vf20"]),
     "HalfCheetah-v4": (dict(mean=3000), ["HalfCheetah-v4-single"]),
-    "Swimmer-v4": (dict(mean=350), ["Swimmer-v4-single-cg25vf20"]),
+    "Swimmer-v4": (dict(mean=350), ["Swimmer-v4-single-ent0.01", "Swimmer-v4-single-ent0.01-s1to4"]),
     "Ant-v4": (dict(mean=3000), ["Ant-v4-single-kl0.02", "Ant-v4-single-kl0.02-s2to4"]),
 }
 
