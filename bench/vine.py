@@ -73,6 +73,8 @@ def run_one(job):
     cfg = Config.for_env(env_id)  # with the env's entry of the settings table, as run.py
     for k, v in dict(method=method, steps=steps, seed=seed, **overrides).items():
         setattr(cfg, k, v)
+    if method == "vine" and "ent_coef" not in overrides:
+        cfg.ent_coef = 0.0  # as config.make_config: a table's entropy bonus is single path's
     run_dir = os.path.join(out, f"{env_id.replace('/', '_')}-{method}-s{seed}")
     os.makedirs(run_dir, exist_ok=True)
     trainer = Trainer(cfg, run_dir=run_dir, quiet=True)

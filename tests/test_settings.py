@@ -61,3 +61,13 @@ def test_log_std_init_sets_the_gaussian_sigma_and_a_flag_overrides_it():
     assert (trainer.policy.shared == -1.0).all() and len(trainer.policy.shared) == 8
     cfg = run.build_config(run.parse_args(["--env", "Ant-v4", "--log-std-init", "-0.5"]))
     assert cfg.log_std_init == -0.5 and "log_std_init=-1.0 (flag: -0.5)" in describe(cfg)
+
+
+def test_the_vine_runs_without_a_table_entropy_bonus_unless_given():
+    """Swimmer's entry has an entropy bonus, sized for single path's standardized advantages; the
+    vine (unstandardized Q̂) runs without it unless --ent-coef is given, and the line says so."""
+    single = run.build_config(run.parse_args(["--env", "Swimmer-v4"]))
+    vine = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine"]))
+    flag = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine", "--ent-coef", "0.02"]))
+    assert (single.ent_coef, vine.ent_coef, flag.ent_coef) == (0.01, 0.0, 0.02)
+    assert describe(vine).endswith("ent_coef=0.01 (vine: 0.0)")

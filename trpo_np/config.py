@@ -122,7 +122,8 @@ def make_config(env: str | None = None, **settings) -> Config:
     """The settings of a new run, as the command line and :func:`trpo_np.train` build them: the
     defaults for ``env`` (:meth:`Config.for_env`), then ``settings`` (Config field names; None
     keeps the default; ``atari`` entries are added to the Atari defaults). The vine's batch is
-    sized for its branches (N·K·T + 2,500 trunk steps) unless ``batch_steps`` is given.
+    sized for its branches (N·K·T + 2,500 trunk steps) unless ``batch_steps`` is given, and has
+    no entropy bonus unless ``ent_coef`` is given.
     Not validated here: :meth:`Config.validate` (the Trainer calls it)."""
     cfg = Config.for_env(Config.env if env is None else env)  # "" is refused by validate()
     names = {f.name for f in dataclasses.fields(Config)} - {"env"}
@@ -140,4 +141,9 @@ def make_config(env: str | None = None, **settings) -> Config:
     if cfg.method == "vine" and settings.get("batch_steps") is None:
         # vine: N·K·T branch steps plus a trunk of 2,500 steps per iteration (see trpo_np/vine.py)
         cfg.batch_steps = cfg.vine_states * cfg.vine_actions * cfg.vine_horizon + 2500
+    if cfg.method == "vine" and settings.get("ent_coef") is None:
+        # A table's entropy bonus is sized against single path's standardized advantages; the
+        # vine's Q̂ (eq. 15/16) are not standardized, and on Swimmer the bonus of its entry held
+        # the vine back (bench/README.md, "Vine vs single path"): the vine runs without one.
+        cfg.ent_coef = 0.0
     return cfg

@@ -89,6 +89,9 @@ def describe(cfg) -> str:
     used = []
     for key, value in settings.items():
         mine = getattr(cfg, key)
+        if key == "ent_coef" and cfg.method == "vine" and mine == 0.0:  # config.make_config
+            used.append(f"{key}={value} (vine: 0.0)")
+            continue
         if key == "atari":  # flags may add keys (sticky actions, ...) or change some
             mine = {k: mine[k] for k in value if k in mine}
         used.append(f"{key}={value}" if mine == value else f"{key}={value} (flag: {getattr(cfg, key)})")
