@@ -64,17 +64,14 @@ FIELDS = ["env", "method", "seed", "env_steps", "trunk_steps", "branch_steps", "
 
 def run_one(job):
     """Train one (env, method, seed) and evaluate it; returns a CSV row."""
-    from trpo_np.config import Config
+    from trpo_np.config import make_config
     from trpo_np.evaluation import evaluate
     from trpo_np.train import Trainer
 
     warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: gymnasium resets filters on import
     env_id, method, seed, steps, overrides, eval_episodes, out = job
-    cfg = Config.for_env(env_id)  # with the env's entry of the settings table, as run.py
-    for k, v in dict(method=method, steps=steps, seed=seed, **overrides).items():
-        setattr(cfg, k, v)
-    if method == "vine" and "ent_coef" not in overrides:
-        cfg.ent_coef = 0.0  # as config.make_config: a table's entropy bonus is single path's
+    # the env's entry of the settings table and the vine's rules, as run.py builds them
+    cfg = make_config(env_id, method=method, steps=steps, seed=seed, **overrides)
     run_dir = os.path.join(out, f"{env_id.replace('/', '_')}-{method}-s{seed}")
     os.makedirs(run_dir, exist_ok=True)
     trainer = Trainer(cfg, run_dir=run_dir, quiet=True)
