@@ -96,7 +96,8 @@ def normalizer(comm):
 
 def vine_batch(comm):
     """A 2-rank vine batch (CartPole: discrete actions, so π's rounding on blocks changes none)
-    has the rollout set, actions and Q̂ of the 1-rank batch."""
+    has the rollout set, actions and Q̂ of the 1-rank batch, and the same standardized Q̂
+    differences (scaled over both ranks)."""
     from trpo_np.config import Config
     from trpo_np.train import Trainer
 
@@ -111,7 +112,10 @@ def vine_batch(comm):
             sampler.close()
 
     two = batch(comm, 2)
+    from trpo_np.vine import standardized_differences
+
     obs2, q2 = np.array(comm.gather(list(two.obs_n))), np.array(comm.gather(list(two.q_nk)))
+    adv2 = np.array(comm.gather(list(standardized_differences(two.q_nk, comm))))  # scaled over both ranks
     steps2 = int(comm.sum(two.branch_steps))
     if comm.rank == 0:
         one = batch(parallel.Comm(), 1)
@@ -121,6 +125,7 @@ def vine_batch(comm):
         assert sorted(key1) == sorted(key2) and len(key1) == 30
         order1, order2 = np.argsort([str(k) for k in key1]), np.argsort([str(k) for k in key2])
         np.testing.assert_allclose(one.q_nk[order1], q2[order2], rtol=1e-5)
+        np.testing.assert_allclose(standardized_differences(one.q_nk)[order1], adv2[order2], rtol=1e-5, atol=1e-9)
         assert steps2 == one.branch_steps > 0
 
 

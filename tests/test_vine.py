@@ -14,7 +14,7 @@ from trpo_np.nn import mlp
 from trpo_np.policy import Policy, single_path_objective
 from trpo_np.simstate import _time_limit, get_state as get_env_state, set_state as set_env_state, state_kind
 from trpo_np.train import Trainer
-from trpo_np.vine import (rollout_branches, vine_continuous_objective,
+from trpo_np.vine import (rollout_branches, standardized_differences, vine_continuous_objective,
                           vine_discrete_objective)
 
 
@@ -302,6 +302,31 @@ def test_continuous_objective_gradient_and_score_function_at_theta_old():
     g, num = surrogate_gradient_check(make_trpo_batch(pol, obs, act, phi, kl_obs=obs_n))
     assert rel_error(g, num) < 1e-6
     assert rel_error(g * (1 + 1e-3 * rng.standard_normal(g.shape)), num) > 1e-5
+
+
+def test_standardized_differences_leave_the_step_unchanged_and_set_the_bonus_scale():
+    from trpo_np.optim import trpo_step
+
+    rng = np.random.default_rng(3)
+    q_nk = 40.0 + 0.05 * rng.standard_normal((6, 4))  # small differences on a large level, as Q̂ under CRN
+    adv = standardized_differences(q_nk)
+    np.testing.assert_allclose(adv.mean(axis=1), 0.0, atol=1e-12)
+    assert abs(np.sqrt(np.mean(adv ** 2)) - 1.0) < 1e-6
+    np.testing.assert_allclose(adv * np.sqrt(np.mean((q_nk - q_nk.mean(axis=1, keepdims=True)) ** 2)),
+                               q_nk - q_nk.mean(axis=1, keepdims=True), rtol=1e-6)
+    # without a bonus the step (direction scaled to the KL bound, line search on L > L_old) is the same
+    pol = Policy(mlp(4, (6, 5), 2, out_gain=1.0, dtype=np.float64).init(rng), DiagGaussian(2))
+    obs_n = rng.standard_normal((6, 4))
+    obs = np.repeat(obs_n, 4, axis=0)
+    act, logq = pol.act(obs, rng)
+    theta0, thetas = pol.theta.copy(), {}
+    for name, q in [("raw", q_nk), ("standardized", adv)]:
+        pol.theta[:] = theta0
+        trpo_step(make_trpo_batch(pol, obs, act, vine_continuous_objective(logq.reshape(6, 4), q), kl_obs=obs_n,
+                                  damping=0.1), max_kl=0.01)
+        thetas[name] = pol.theta.copy()
+    assert np.linalg.norm(thetas["raw"] - theta0) > 1e-3
+    np.testing.assert_allclose(thetas["raw"], thetas["standardized"], rtol=1e-6, atol=1e-9)
 
 
 # -- the trainer -----------------------------------------------------------------------------------
