@@ -142,8 +142,9 @@ def make_config(env: str | None = None, **settings) -> Config:
         # vine: N·K·T branch steps plus a trunk of 2,500 steps per iteration (see trpo_np/vine.py)
         cfg.batch_steps = cfg.vine_states * cfg.vine_actions * cfg.vine_horizon + 2500
     if cfg.method == "vine" and settings.get("ent_coef") is None:
-        # A table's entropy bonus is sized against single path's standardized advantages; the
-        # vine's Q̂ (eq. 15/16) are not standardized, and on Swimmer the bonus of its entry held
-        # the vine back (bench/README.md, "Vine vs single path"): the vine runs without one.
+        # A table's entropy bonus was measured with single path. On Swimmer the entry's bonus did
+        # not help the vine: 229.5 ± 11.2 against its raw Q̂ differences, 291.2 ± 87.3 against
+        # standardized ones (one seed held at ~120), 329.1 ± 24.6 without a bonus (5 seeds,
+        # bench/README.md, "Vine vs single path"): the vine runs without one.
         cfg.ent_coef = 0.0
     return cfg
