@@ -14,13 +14,14 @@ Per-env settings: everything not listed is the Config default (δ = 0.01, γ = 0
 
     env           steps   single path          vine
     CartPole-v1   100k    2,048 steps / iter.  N=50,  K=2 (all actions), T=50, 8,000 steps / iter.
-    Swimmer-v4    1M      2,048 steps / iter.  N=50,  K=4, T=25, 7,500 steps / iter.
-    Hopper-v4     1M      2,048 steps / iter.  N=50,  K=4, T=25, 7,500 steps / iter.
+    Swimmer-v4    1M      2,048 steps / iter.  N=50,  K=4, T=12, 4,900 steps / iter.
+    Hopper-v4     1M      2,048 steps / iter.  N=50,  K=4, T=12, 4,900 steps / iter. (other envs: as Hopper)
 
 (vine: N·K·T branch steps at most, the trunk gets the rest, and Q̂ is bootstrapped with V at the
 horizon; see trpo_np/vine.py. The MuJoCo setting is the paper's Table 2 (K = 4, T = 50-100,
-500-2,500 Q-values per batch) scaled to 2 cores: 200 Q-values of horizon 25, so that 1M steps
-give ~130 iterations.)
+500-2,500 Q-values per batch) scaled to 1M steps on 2 cores: 200 Q-values of horizon 12, so that
+1M steps give ~200 iterations; with horizon 25 (7,500 steps, ~133 iterations) the vine was still
+rising at 1M and trailed single path on Hopper by 24%. These are run.py's vine defaults.)
 
 Writes ``<results>/vine.csv`` (one row per run), ``<results>/vine.md`` (the table) and the
 runs' progress.csv (learning curves) under ``<out>/<env>-<method>-s<seed>/``.
@@ -53,9 +54,9 @@ ENVS = {
     "CartPole-v1": dict(steps=100_000, single=dict(batch_steps=2048),
                         vine=dict(batch_steps=8_000, vine_states=50, vine_actions=2, vine_horizon=50)),
     "Swimmer-v4": dict(steps=1_000_000, single=dict(batch_steps=2048),
-                       vine=dict(batch_steps=7_500, vine_states=50, vine_actions=4, vine_horizon=25)),
+                       vine=dict(batch_steps=4_900, vine_states=50, vine_actions=4, vine_horizon=12)),
     "Hopper-v4": dict(steps=1_000_000, single=dict(batch_steps=2048),
-                      vine=dict(batch_steps=7_500, vine_states=50, vine_actions=4, vine_horizon=25)),
+                      vine=dict(batch_steps=4_900, vine_states=50, vine_actions=4, vine_horizon=12)),
 }
 FIELDS = ["env", "method", "seed", "env_steps", "trunk_steps", "branch_steps", "iterations", "final_mean",
           "final_std", "last5_mean", "wall_s", "eval_s", "steps_per_s", "vine_states", "vine_actions",

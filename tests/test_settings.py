@@ -40,7 +40,7 @@ def test_a_flag_overrides_the_table_and_the_line_says_so():
     assert describe(cfg) == ("settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999, cg_iters=25, vf_epochs=20, "
                              "ent_coef=0.01")
     cfg = run.build_config(run.parse_args(["--env", "ALE/Pong-v5", "--sticky-actions", "0.25"]))
-    assert describe(cfg).endswith("atari={'frame_size': 42}") and "flag" not in describe(cfg)
+    assert describe(cfg).endswith("atari={'frame_size': 42}, vine_horizon=25") and "flag" not in describe(cfg)
     assert "no entry for Hopper-v4" in describe(run.build_config(run.parse_args(["--env", "Hopper-v4"])))
 
 
@@ -64,8 +64,8 @@ def test_log_std_init_sets_the_gaussian_sigma_and_a_flag_overrides_it():
 
 
 def test_the_vine_runs_without_a_table_entropy_bonus_unless_given():
-    """Swimmer's entry has an entropy bonus, sized for single path's standardized advantages; the
-    vine (unstandardized Q̂) runs without it unless --ent-coef is given, and the line says so."""
+    """Swimmer's entry has an entropy bonus, measured with single path; the vine runs without it unless --ent-coef is given (on Swimmer it did not help the vine), and the
+    line says so."""
     single = run.build_config(run.parse_args(["--env", "Swimmer-v4"]))
     vine = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine"]))
     flag = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine", "--ent-coef", "0.02"]))
