@@ -100,6 +100,7 @@ def vine_batch(comm):
     differences (scaled over both ranks)."""
     from trpo_np.config import Config
     from trpo_np.train import Trainer
+    from trpo_np.vine import standardized_differences
 
     def batch(c, ranks):
         cfg = Config(env="CartPole-v1", method="vine", num_envs=4, ranks=ranks, vine_states=30, vine_actions=2,
@@ -112,8 +113,6 @@ def vine_batch(comm):
             sampler.close()
 
     two = batch(comm, 2)
-    from trpo_np.vine import standardized_differences
-
     obs2, q2 = np.array(comm.gather(list(two.obs_n))), np.array(comm.gather(list(two.q_nk)))
     adv2 = np.array(comm.gather(list(standardized_differences(two.q_nk, comm))))  # scaled over both ranks
     steps2 = int(comm.sum(two.branch_steps))

@@ -64,8 +64,8 @@ def test_log_std_init_sets_the_gaussian_sigma_and_a_flag_overrides_it():
 
 
 def test_the_vine_runs_without_a_table_entropy_bonus_unless_given():
-    """Swimmer's entry has an entropy bonus, measured with single path; the vine runs without it unless --ent-coef is given (on Swimmer it did not help the vine), and the
-    line says so."""
+    """Swimmer's entry has an entropy bonus, measured with single path; the vine runs without it
+    unless --ent-coef is given (on Swimmer it did not help the vine), and the line says so."""
     single = run.build_config(run.parse_args(["--env", "Swimmer-v4"]))
     vine = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine"]))
     flag = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine", "--ent-coef", "0.02"]))
