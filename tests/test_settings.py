@@ -16,7 +16,7 @@ def test_entries_match_every_version_of_a_name():
     for env in ("Ant-v4", "Ant-v5"):
         cfg = Config.for_env(env)
         assert all(getattr(cfg, k) == v for k, v in TABLE["Ant"][0].items())
-    assert Config.for_env("Hopper-v5") == Config(env="Hopper-v5")  # no entry: the defaults
+    assert Config.for_env("HalfCheetah-v5") == Config(env="HalfCheetah-v5")  # no entry: the defaults
     assert env_settings("InvertedPendulum-v4") == {}  # a longer name is another name
     pong = Config.for_env("ALE/Pong-v5")
     assert pong.fvp_fraction == 0.1 and pong.atari == {"frame_size": 42} and pong.batch_steps == 5000
@@ -41,7 +41,7 @@ def test_a_flag_overrides_the_table_and_the_line_says_so():
                              "ent_coef=0.01")
     cfg = run.build_config(run.parse_args(["--env", "ALE/Pong-v5", "--sticky-actions", "0.25"]))
     assert describe(cfg).endswith("atari={'frame_size': 42}, vine_horizon=25") and "flag" not in describe(cfg)
-    assert "no entry for Hopper-v4" in describe(run.build_config(run.parse_args(["--env", "Hopper-v4"])))
+    assert "no entry for HalfCheetah-v4" in describe(run.build_config(run.parse_args(["--env", "HalfCheetah-v4"])))
 
 
 def test_run_py_prints_the_entry_and_saves_it_in_config_json(tmp_path, capsys):
