@@ -53,10 +53,9 @@ from bench.common import cpu_model  # noqa: E402
 ENVS = {
     "CartPole-v1": dict(steps=100_000, single=dict(batch_steps=2048),
                         vine=dict(batch_steps=8_000, vine_states=50, vine_actions=2, vine_horizon=50)),
-    "Swimmer-v4": dict(steps=1_000_000, single=dict(batch_steps=2048),
-                       vine=dict(batch_steps=4_900, vine_states=50, vine_actions=4, vine_horizon=12)),
-    "Hopper-v4": dict(steps=1_000_000, single=dict(batch_steps=2048),
-                      vine=dict(batch_steps=4_900, vine_states=50, vine_actions=4, vine_horizon=12)),
+    # MuJoCo: run.py's vine defaults (config.make_config sizes the batch as N·K·T + 2,500)
+    "Swimmer-v4": dict(steps=1_000_000, single=dict(batch_steps=2048), vine=dict()),
+    "Hopper-v4": dict(steps=1_000_000, single=dict(batch_steps=2048), vine=dict()),
 }
 FIELDS = ["env", "method", "seed", "env_steps", "trunk_steps", "branch_steps", "iterations", "final_mean",
           "final_std", "last5_mean", "wall_s", "eval_s", "steps_per_s", "vine_states", "vine_actions",

@@ -71,3 +71,7 @@ def test_the_vine_runs_without_a_table_entropy_bonus_unless_given():
     flag = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine", "--ent-coef", "0.02"]))
     assert (single.ent_coef, vine.ent_coef, flag.ent_coef) == (0.01, 0.0, 0.02)
     assert describe(vine).endswith("ent_coef=0.01 (vine: 0.0)")
+    assert describe(flag).endswith("ent_coef=0.01 (vine: 0.0) (flag: 0.02)")
+    # the vine's batch rule (N·K·T + 2,500) over Atari's 5,000 steps is the method's, not a flag
+    atari = describe(run.build_config(run.parse_args(["--env", "ALE/Breakout-v5", "--method", "vine"])))
+    assert "batch_steps=5000 (vine: 7500)," in atari and "flag" not in atari

@@ -91,17 +91,19 @@ def env_settings(env_id: str) -> dict:
 
 
 def describe(cfg) -> str:
-    """One line saying which table settings a run uses and which of them a flag replaced."""
+    """One line saying which table settings a run uses, which of them the method's own rules
+    replaced (the vine's, in :func:`trpo_np.config.make_config`) and which a flag replaced."""
+    from .config import make_config  # config imports this module
+
     name, settings = table_name(cfg.env), env_settings(cfg.env)
     if not settings:
         return f"settings: no entry for {cfg.env} in trpo_np/settings.py, the defaults"
+    rules = make_config(cfg.env, method=cfg.method)  # the table and the method's rules, no flags
     used = []
     for key, value in settings.items():
-        mine = getattr(cfg, key)
-        if key == "ent_coef" and cfg.method == "vine" and mine == 0.0:  # config.make_config
-            used.append(f"{key}={value} (vine: 0.0)")
-            continue
+        mine, ruled = getattr(cfg, key), getattr(rules, key)
         if key == "atari":  # flags may add keys (sticky actions, ...) or change some
             mine = {k: mine[k] for k in value if k in mine}
-        used.append(f"{key}={value}" if mine == value else f"{key}={value} (flag: {getattr(cfg, key)})")
+        text = f"{key}={value}" if ruled == value else f"{key}={value} ({cfg.method}: {ruled})"
+        used.append(text if mine == ruled else f"{text} (flag: {getattr(cfg, key)})")
     return f"settings: entry {name!r} of trpo_np/settings.py: " + ", ".join(used)
