@@ -6,7 +6,10 @@ It trains nothing: it reads the learning curves that ``bench/learning.py`` wrote
 (``bench/results/curves/<NAME>-s<SEED>.csv``; their last row holds the final 10-episode
 evaluation), so that seeds measured by separate ``learning.py`` runs are summarized together.
 ``SUITE`` lists, per env, the target of the issue and the result names whose seeds it joins;
-the commands that produced them are in each ``bench/results/learning-<NAME>.md``. Writes
+an env measured more than once (the same seeds again, at another commit or on another machine)
+lists one group of names per measurement, and every run of every group enters its figures (no
+measurement is chosen over another). The commands that produced them are in each
+``bench/results/learning-<NAME>.md``. Writes
 
     bench/results/mujoco-suite.md    the table
     bench/results/mujoco-suite.png   evaluation return against env steps: each seed, mean ± std
@@ -34,7 +37,10 @@ from trpo_np.plot import mean_std, read_curve  # noqa: E402
 # Targets: mean of the final evaluations, worst seed, mean over seeds of the last 5 evaluations.
 SUITE = {
     "Hopper-v4": (dict(mean=3400, worst=2500), ["Hopper-v4-single-gamma0.995"]),
-    "Walker2d-v4": (dict(mean=4500, worst=3500, last5=4000), ["Walker2d-v4-single-cg25vf20"]),
+    # twice: on the lent 16-core machine (at 4ad9526) and on the 2-core machine (at 06669eb); the two
+    # differ from the first iterations in rounding only (another BLAS), seeds 1 and 2 not at all
+    "Walker2d-v4": (dict(mean=4500, worst=3500, last5=4000),
+                    [["Walker2d-v4-single-cg25vf20"], ["Walker2d-v4-single-entry-2core"]]),
     "HalfCheetah-v4": (dict(mean=3000), ["HalfCheetah-v4-single"]),
     "Swimmer-v4": (dict(mean=350), ["Swimmer-v4-single-ent0.01", "Swimmer-v4-single-ent0.01-s1to4"]),
     "Ant-v4": (dict(mean=3000), ["Ant-v4-single-kl0.02", "Ant-v4-single-kl0.02-s2to4"]),
@@ -82,7 +88,9 @@ def draw(summary: dict, out: str) -> None:
             ax.plot(r["curve"].eval_steps, r["curve"].eval_return, color="tab:blue", lw=0.6, alpha=0.45)
         ax.plot(x, mean, color="tab:blue", lw=1.8)
         ax.fill_between(x, mean - std, mean + std, color="tab:blue", alpha=0.15, lw=0)
-        ax.set_title(f"{env} ({len(rows)} seed{'s' if len(rows) > 1 else ''})", fontsize=10)
+        seeds = len({seed for _, seed in rows})
+        runs = f", {len(rows)} runs" if len(rows) > seeds else ""
+        ax.set_title(f"{env} ({seeds} seed{'s' if seeds > 1 else ''}{runs})", fontsize=10)
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("deterministic evaluation return")
@@ -108,7 +116,9 @@ def main():
     per_seed = ["", "| env | result names | per seed: final (last 5) |", "|---|---|---|"]
     for env in args.envs:
         targets, names = SUITE[env]
-        rows = {s: seed_figures(f) for s, f in seed_curves(names, curves_dir).items()}
+        groups = names if isinstance(names[0], list) else [names]  # one group per measurement
+        rows = {(g, s): seed_figures(f) for g, group in enumerate(groups)
+                for s, f in seed_curves(group, curves_dir).items()}  # every run of every measurement
         if not rows:
             lines.append(f"| {env} | none | not measured | | | | |")
             continue
@@ -119,10 +129,18 @@ def main():
                   verdict(last5, targets.get("last5"))]
         target_text = " / ".join(f"{targets[k]:,}" if k in targets else "–" for k in ("mean", "worst", "last5"))
         verdict_text = "; ".join(f"{k} {v}" for k, v in zip(("mean", "worst", "last 5"), checks) if v)
-        lines.append(f"| {env} | {', '.join(map(str, rows))} | **{finals.mean():,.1f} ± {finals.std():,.1f}** | "
+        seeds = ", ".join(map(str, sorted({s for _, s in rows})))
+        if len(groups) > 1:
+            seeds += f", {len(groups)} measurements ({len(rows)} runs)"
+        lines.append(f"| {env} | {seeds} | **{finals.mean():,.1f} ± {finals.std():,.1f}** | "
                      f"{finals.min():,.1f} | {last5:,.1f} | {target_text} | {verdict_text} |")
-        per_seed.append(f"| {env} | {', '.join(names)} | "
-                        + ", ".join(f"s{s}: {r['final']:,.1f} ({r['last5']:,.1f})" for s, r in rows.items()) + " |")
+        for g, group in enumerate(groups):
+            mine = {s: r for (gg, s), r in rows.items() if gg == g}
+            fin = np.array([r["final"] for r in mine.values()])
+            alone = (f" (alone: {fin.mean():,.1f} ± {fin.std():,.1f}, last 5 "
+                     f"{np.mean([r['last5'] for r in mine.values()]):,.1f})") if len(groups) > 1 else ""
+            per_seed.append(f"| {env} | {', '.join(group)}{alone} | "
+                            + ", ".join(f"s{s}: {r['final']:,.1f} ({r['last5']:,.1f})" for s, r in mine.items()) + " |")
     lines += per_seed
     if summary and not args.no_plot:
         png = os.path.join(RESULTS, "mujoco-suite.png")
