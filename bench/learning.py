@@ -116,7 +116,8 @@ def main():
            + (" --no-random-baseline" if args.no_random_baseline else "")
            + (f" --tag={args.tag}" if args.tag else "")
            + (f" -- {' '.join(extra)}" if extra else ""))
-    lines = [f"# {args.env}, {args.method} path, {args.steps:,} env steps, {len(rows)} seeds", "",
+    sampler = "single path" if args.method == "single" else "vine"
+    lines = [f"# {args.env}, {sampler}, {args.steps:,} env steps, {len(rows)} seeds", "",
              f"{machine()}; {args.jobs} training processes at a time. Command: `{cmd}`", "",
              "| seed | final eval (10 ep.) | mean of last 5 evals | wall time (s) | of it training (s) |", "|---|---|---|---|---|"]
     for r in rows:
