@@ -262,7 +262,7 @@ def main(argv=None) -> int:
             trainer = start_run(cfg, run_dir, args.quiet, comm)
             ranks = f", {comm.size} ranks" if comm.size > 1 else ""
             say(describe(cfg))
-            say(f"training {cfg.env} ({cfg.method} path, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
+            say(f"training {cfg.env} ({'single path' if cfg.method == 'single' else 'vine'}, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
     except KeyboardInterrupt:
         print("run.py: interrupted before training started; run the same command again", file=sys.stderr)
