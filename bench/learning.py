@@ -33,6 +33,8 @@ single_threaded_blas()  # also for the run.py children
 
 import numpy as np  # noqa: E402
 
+from trpo_np.config import SAMPLERS  # noqa: E402
+
 
 def random_stepping_time(env_id: str, steps: int, num_envs: int, seed: int = 0) -> float:
     """Seconds to step the training's vector env with random actions for ``steps`` env steps."""
@@ -52,7 +54,7 @@ def read_progress(path: str):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="Hopper-v4")
-    p.add_argument("--method", default="single", choices=["single", "vine"])
+    p.add_argument("--method", default="single", choices=list(SAMPLERS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--jobs", type=int, default=2, help="training processes at a time")
@@ -116,8 +118,7 @@ def main():
            + (" --no-random-baseline" if args.no_random_baseline else "")
            + (f" --tag={args.tag}" if args.tag else "")
            + (f" -- {' '.join(extra)}" if extra else ""))
-    sampler = "single path" if args.method == "single" else "vine"
-    lines = [f"# {args.env}, {sampler}, {args.steps:,} env steps, {len(rows)} seeds", "",
+    lines = [f"# {args.env}, {SAMPLERS[args.method]}, {args.steps:,} env steps, {len(rows)} seeds", "",
              f"{machine()}; {args.jobs} training processes at a time. Command: `{cmd}`", "",
              "| seed | final eval (10 ep.) | mean of last 5 evals | wall time (s) | of it training (s) |", "|---|---|---|---|---|"]
     for r in rows:

@@ -204,6 +204,7 @@ def main(argv=None) -> int:
     from trpo_np import parallel
     from trpo_np.envs import EnvError
     from trpo_np.nn import ShapeError
+    from trpo_np.config import SAMPLERS
     from trpo_np.rundir import RunError, default_run_dir, load_config
     from trpo_np.settings import describe
     from trpo_np.train import resume_run, start_run  # (trpo_np.train is the API's function)
@@ -262,7 +263,7 @@ def main(argv=None) -> int:
             trainer = start_run(cfg, run_dir, args.quiet, comm)
             ranks = f", {comm.size} ranks" if comm.size > 1 else ""
             say(describe(cfg))
-            say(f"training {cfg.env} ({'single path' if cfg.method == 'single' else 'vine'}, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
+            say(f"training {cfg.env} ({SAMPLERS[cfg.method]}, {cfg.steps:,} steps, seed {cfg.seed}{ranks}) -> {run_dir}",
                 flush=True)
     except KeyboardInterrupt:
         print("run.py: interrupted before training started; run the same command again", file=sys.stderr)

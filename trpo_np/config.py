@@ -15,6 +15,7 @@ import numpy as np
 from .settings import env_settings
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+SAMPLERS = {"single": "single path", "vine": "vine"}  # --method -> the paper's name (Sec. 5.1, 5.2)
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Config:
     vine_actions: int = 4              # K: actions per state (all actions of a small discrete space)
     vine_horizon: int = 12             # T: branch length (then bootstrapped with V); 12 against 25 on
                                        # Hopper-v4 (γ 0.99): 2,652 ± 951 against 1,877 ± 1,098 (5 seeds, 1M,
-                                       # bench/README.md, "Vine vs single path"); Atari keeps 25
+                                       # bench/README.md, "Vine vs single path"); the Swimmer and
+                                       # Atari entries keep 25
     atari: dict = field(default_factory=dict)  # frame_size, frame_skip, ... for make_atari_env
     env_kwargs: dict = field(default_factory=dict)  # keyword arguments of gym.make(env, **env_kwargs)
 
@@ -89,7 +91,7 @@ class Config:
             raise ValueError(f"--hidden must be positive layer sizes, got {self.hidden}")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.method not in ("single", "vine"):
+        if self.method not in SAMPLERS:
             raise ValueError(f"--method must be 'single' or 'vine', got {self.method!r}")
         if not isinstance(self.env_kwargs, dict) or not all(isinstance(k, str) for k in self.env_kwargs):
             raise ValueError(f"--env-kwargs must be a mapping of names to values, got {self.env_kwargs!r}")
