@@ -5,8 +5,8 @@ Two runs of the same game and seed start together on this machine, one process (
 run.py's Atari defaults otherwise: the 84×84 run trains for ``--steps``; the 42×42 run (a cap of
 5 × ``--steps``) is stopped with SIGINT, which leaves a complete checkpoint, when the 84×84 run
 ends. (The first measurement ran with a cap of 3 × ``--steps``, which the 42×42 run reached 69 s
-before the 84×84 run ended, after 7,097 of 7,166 s: 84×84 cost 3 times as much per step there.) So the two runs had the same wall time on the same shared
-machine. Then each run's last checkpoint plays the final deterministic evaluation (the 2015
+before the 84×84 run ended, after 7,097 of 7,166 s: 84×84 cost 3 times as much per step there.)
+So the two runs had the same wall time on the same shared machine. Then each run's last checkpoint plays the final deterministic evaluation (the 2015
 protocol, as ``bench/atari_table.py``: argmax action, noop starts, whole games).
 
 Reported per run: the budget reached, the median seconds per iteration (sampling, update + value
@@ -38,7 +38,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.atari_table import game_of, run_row  # noqa: E402
+from bench.atari_settings import summary  # noqa: E402
+from bench.atari_table import game_of  # noqa: E402
 from bench.common import RESULTS, machine, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()
@@ -83,17 +84,12 @@ def scores_by_step(run_dir: str, rows: list[dict]) -> tuple[np.ndarray, np.ndarr
 
 
 def summarize(run_dir: str, episodes: int) -> dict:
-    import trpo_np
-
-    rows = progress(run_dir)
-    r = run_row(run_dir, episodes)
-    score, step = scores_by_step(run_dir, rows)
-    agent = trpo_np.load(run_dir)
-    r.update(rows=rows, score=score, step=step, frame=agent.config.atari["frame_size"],
-             params=agent.policy.net.size, accepted=sum(x["accepted"] == "1" for x in rows),
-             entropy=float(np.mean([float(x["entropy"]) for x in rows[-max(1, len(rows) // 10):]])),
-             sample=float(np.median([float(x["time_sample"]) for x in rows])),
-             update=float(np.median([float(x["time_update"]) for x in rows])))
+    """atari_settings' summary of a run (evaluation, entropy, accepted steps, progress rows) with
+    its training games by env step and the median seconds per iteration."""
+    r = summary(os.path.basename(run_dir), [], run_dir, episodes)
+    r["score"], r["step"] = scores_by_step(run_dir, r["rows"])
+    r["sample"] = float(np.median([float(x["time_sample"]) for x in r["rows"]]))
+    r["update"] = float(np.median([float(x["time_update"]) for x in r["rows"]]))
     return r
 
 

@@ -88,7 +88,7 @@ def summary(name: str, flags: list[str], run_dir: str, episodes: int) -> dict:
     tail = rows[-max(1, len(rows) // 10):]
     accepted = [float(r["kl"]) for r in rows if r["accepted"] == "1"]
     r = run_row(run_dir, episodes)
-    r.update(arm=name, flags=" ".join(flags) or "(none)", entropy0=float(rows[0]["entropy"]),
+    r.update(arm=name, flags=" ".join(flags) or "(none)", rows=rows, entropy0=float(rows[0]["entropy"]),
              entropy=float(np.mean([float(x["entropy"]) for x in tail])),
              kl=float(np.mean(accepted)) if accepted else float("nan"),
              accepted=len(accepted), curve=[(int(float(x["env_steps"])), x["ep_return_mean"], x["entropy"], x["kl"])

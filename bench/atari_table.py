@@ -83,7 +83,8 @@ def run_row(run_dir: str, episodes: int):
     return dict(train100=train100, game=game, method=cfg.method, steps=int(float(last["env_steps"])), iterations=int(float(last["iteration"])),
                 hours=float(last["elapsed"]) / 3600, sticky=cfg.atari.get("sticky_actions", 0.0),
                 ret=float(np.mean(returns)), std=float(np.std(returns)), lo=float(np.min(returns)),
-                hi=float(np.max(returns)), episodes=episodes, env=cfg.env, run=run_dir, damping=cfg.damping)
+                hi=float(np.max(returns)), episodes=episodes, env=cfg.env, run=run_dir, damping=cfg.damping,
+                frame=cfg.atari.get("frame_size"), params=agent.policy.net.size)
 
 
 RUNS_CSV = os.path.join(RESULTS, "atari-runs.csv")
