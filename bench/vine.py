@@ -9,20 +9,22 @@ evaluations) and env steps per second. The runs go one after another (``--jobs 1
 their timings are comparable; ``--jobs 2`` halves the time on 2 cores but the timings then
 share the machine.
 
-Per-env settings: everything not listed is the Config default (δ = 0.01, γ = 0.99, λ = 0.95,
-64-64 tanh networks, 4 env copies, observation normalization, reward scaling).
+Per-env settings: everything not listed is run.py's (the Config defaults, δ = 0.01, γ = 0.99,
+λ = 0.95, 64-64 tanh networks, 4 env copies, observation normalization, reward scaling, under
+the env's entry in trpo_np/settings.py, e.g. Hopper's γ = 0.995).
 
     env           steps   single path          vine
     CartPole-v1   100k    2,048 steps / iter.  N=50,  K=2 (all actions), T=50, 8,000 steps / iter.
-    Swimmer-v4    1M      2,048 steps / iter.  N=50,  K=4, T=25, 7,500 steps / iter. (its entry's T)
-    Hopper-v4     1M      2,048 steps / iter.  N=50,  K=4, T=12, 4,900 steps / iter. (other envs: as Hopper)
+    Swimmer-v4    1M      2,048 steps / iter.  N=50,  K=4, T=25, 7,500 steps / iter. (its entry)
+    Hopper-v4     1M      2,048 steps / iter.  N=125, K=4, T=6,  5,500 steps / iter. (other envs: as Hopper)
 
 (vine: N·K·T branch steps at most, the trunk gets the rest, and Q̂ is bootstrapped with V at the
 horizon; see trpo_np/vine.py. The MuJoCo setting is the paper's Table 2 (K = 4, T = 50-100,
-500-2,500 Q-values per batch) scaled to 1M steps on 2 cores: 200 Q-values of horizon 12, so that
-1M steps give ~200 iterations; with horizon 25 (7,500 steps, ~133 iterations) the vine was still
-rising at 1M and trailed single path on Hopper by 24%. Swimmer's entry (trpo_np/settings.py) keeps
-horizon 25: with γ = 0.9999 its 12-step branches left one seed in five at a slow gait. These are
+500-2,500 Q-values per batch) scaled to 1M steps on 2 cores: 500 Q-values of horizon 6, so that
+1M steps give ~180 iterations. On Hopper (10 seeds) it reached 0.94 of single path, against 0.86
+for N = 50, T = 12 (200 Q-values); with T = 25 (7,500 steps, ~133 iterations) the vine was still
+rising at 1M and trailed single path by 24%. Swimmer's entry (trpo_np/settings.py) keeps N = 50,
+T = 25: with γ = 0.9999 its 12-step branches left one seed in five at a slow gait. These are
 run.py's vine settings.)
 
 Writes ``<results>/vine.csv`` (one row per run), ``<results>/vine.md`` (the table) and the

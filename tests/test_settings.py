@@ -35,12 +35,12 @@ def test_a_flag_overrides_the_table_and_the_line_says_so():
     cfg = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--gamma", "0.99", "--cg-iters", "12"]))
     assert cfg.gamma == 0.99 and cfg.cg_iters == 12
     assert describe(cfg) == ("settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999 (flag: 0.99), "
-                             "cg_iters=25 (flag: 12), vf_epochs=20, ent_coef=0.01, vine_horizon=25")
+                             "cg_iters=25 (flag: 12), vf_epochs=20, ent_coef=0.01, vine_states=50, vine_horizon=25")
     cfg = run.build_config(run.parse_args(["--env", "Swimmer-v5"]))
     assert describe(cfg) == ("settings: entry 'Swimmer' of trpo_np/settings.py: gamma=0.9999, cg_iters=25, vf_epochs=20, "
-                             "ent_coef=0.01, vine_horizon=25")
+                             "ent_coef=0.01, vine_states=50, vine_horizon=25")
     cfg = run.build_config(run.parse_args(["--env", "ALE/Pong-v5", "--sticky-actions", "0.25"]))
-    assert describe(cfg).endswith("atari={'frame_size': 42}, vine_horizon=25") and "flag" not in describe(cfg)
+    assert describe(cfg).endswith("atari={'frame_size': 42}, vine_states=50, vine_horizon=25") and "flag" not in describe(cfg)
     assert "no entry for HalfCheetah-v4" in describe(run.build_config(run.parse_args(["--env", "HalfCheetah-v4"])))
 
 
@@ -70,10 +70,11 @@ def test_the_vine_runs_without_a_table_entropy_bonus_unless_given():
     vine = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine"]))
     flag = run.build_config(run.parse_args(["--env", "Swimmer-v4", "--method", "vine", "--ent-coef", "0.02"]))
     assert (single.ent_coef, vine.ent_coef, flag.ent_coef) == (0.01, 0.0, 0.02)
-    assert describe(vine).endswith("ent_coef=0.01 (vine: 0.0), vine_horizon=25")
-    assert describe(flag).endswith("ent_coef=0.01 (vine: 0.0) (flag: 0.02), vine_horizon=25")
-    # Swimmer's vine branches of T = 25 set its batch by the vine's rule: N·K·T + 2,500
-    assert (vine.vine_horizon, vine.batch_steps, single.batch_steps) == (25, 50 * 4 * 25 + 2500, 2048)
+    assert describe(vine).endswith("ent_coef=0.01 (vine: 0.0), vine_states=50, vine_horizon=25")
+    assert describe(flag).endswith("ent_coef=0.01 (vine: 0.0) (flag: 0.02), vine_states=50, vine_horizon=25")
+    # Swimmer's vine (N = 50, T = 25) sets its batch by the vine's rule: N·K·T + 2,500
+    assert (vine.vine_states, vine.vine_horizon) == (50, 25)
+    assert (vine.batch_steps, single.batch_steps) == (50 * 4 * 25 + 2500, 2048)
     # the vine's batch rule (N·K·T + 2,500) over Atari's 5,000 steps is the method's, not a flag
     atari = describe(run.build_config(run.parse_args(["--env", "ALE/Breakout-v5", "--method", "vine"])))
     assert "batch_steps=5000 (vine: 7500)," in atari and "flag" not in atari

@@ -147,10 +147,11 @@ def test_run_py_atari_one_iteration_checkpoint_and_eval(tmp_path, capsys):
 
 def test_vine_defaults_size_the_batch_for_the_branches():
     cfg = run.build_config(run.parse_args(["--env", "CartPole-v1", "--method", "vine"]))
-    assert (cfg.vine_states, cfg.vine_actions, cfg.vine_horizon) == (50, 4, 12)
-    assert cfg.batch_steps == 50 * 4 * 12 + 2500
+    assert (cfg.vine_states, cfg.vine_actions, cfg.vine_horizon) == (125, 4, 6)
+    assert cfg.batch_steps == 125 * 4 * 6 + 2500
     atari = run.build_config(run.parse_args(["--env", "ALE/Breakout-v5", "--method", "vine"]))
-    assert atari.vine_horizon == 25 and atari.batch_steps == 50 * 4 * 25 + 2500  # its entry: as measured
+    assert (atari.vine_states, atari.vine_horizon) == (50, 25)  # its entry: as measured
+    assert atari.batch_steps == 50 * 4 * 25 + 2500
     assert run.build_config(run.parse_args(["--method", "vine", "--batch-steps", "9000"])).batch_steps == 9000
 
 

@@ -21,18 +21,18 @@ from .atari import is_atari_id
 # name: (settings, reason)
 TABLE = {
     "Swimmer": (
-        dict(gamma=0.9999, cg_iters=25, vf_epochs=20, ent_coef=0.01, vine_horizon=25),
+        dict(gamma=0.9999, cg_iters=25, vf_epochs=20, ent_coef=0.01, vine_states=50, vine_horizon=25),
         "the swimmer's forward reward accrues slowly over a 1,000-step episode: with γ = 0.99 "
         "(a 100-step horizon) it learns a wiggle that reaches ~100; γ = 0.9999 as the RL-zoo. "
         "CG steps and value-fit epochs as the RL-zoo (315.8 ± 80.5 against 274.5 ± 100.8, 5 seeds, "
         "1M steps). An entropy bonus of 0.01 (not in the paper, --ent-coef): without it one or two "
         "seeds in five (3 of the 10 runs measured) settled on a slow gait at ~150 while their "
         "entropy fell to -0.15; with it the entropy stays near 2 and every seed reaches 355-361 "
-        "(5 seeds, 1M steps; see bench/README.md). The vine's branches: T = 25 (7,500 steps per "
-        "iteration), not the default 12: with γ = 0.9999 a 12-step branch holds little of the slow "
-        "forward reward and its Q̂ differences are mostly V's; with T = 12 one seed in five stayed at "
-        "the ~150 gait in each of six arms (309.8 ± 82.1), with T = 25 none of 10 runs did "
-        "(329.1 ± 24.6 and 327.4 ± 29.8)",
+        "(5 seeds, 1M steps; see bench/README.md). The vine: N = 50 states with branches of T = 25 "
+        "(7,500 steps per iteration), not the default N = 125, T = 6: with γ = 0.9999 a short branch "
+        "holds little of the slow forward reward and its Q̂ differences are mostly V's; with T = 12 "
+        "one seed in five stayed at the ~150 gait in each of six arms (309.8 ± 82.1), with T = 25 "
+        "none of 10 runs did (329.1 ± 24.6 and 327.4 ± 29.8, 0.91 of single path)",
     ),
     "Walker2d": (
         dict(cg_iters=25, vf_epochs=20),
@@ -70,7 +70,8 @@ TABLE = {
     # (bench/atari_settings.py, bench/atari_table.py, bench/linesearch.py, bench/damping.py).
     "Atari": (
         dict(batch_steps=5_000, num_envs=8, lam=0.95, fvp_fraction=0.1, vf_epochs=1, vf_minibatch=256,
-             eval_every=250_000, eval_episodes=3, steps=10_000_000, atari={"frame_size": 42}, vine_horizon=25),
+             eval_every=250_000, eval_episodes=3, steps=10_000_000, atari={"frame_size": 42}, vine_states=50,
+             vine_horizon=25),
         "the paper's Atari settings (δ = 0.01, F on 10% of the states, CNN) scaled to 2 cores: "
         "5,000 steps per iteration, 42×42 frames (84×84 on Breakout, seed 0, 2 hours: 1M steps, "
         "2.7 ± 4.1, against 42×42's 3M steps, 4.3 ± 3.1, and behind at equal steps too), one value-fit "
@@ -79,8 +80,8 @@ TABLE = {
         "2.7 and 1.3 on seeds 0 and 1; with 0.1, 70 of 200 iterations of seed 0 took no step) but "
         "worse on Pong (2 hours, seed 0: 6.0 ± 4.9 after 3.2M steps against 17.2 ± 1.5 after 3.6M) "
         "and Seaquest (1M, seed 0: 468.0 against 674.0); `--damping 1e-3` stays the measured choice "
-        "for Breakout. The vine's branches: T = 25, with which its Breakout run was measured (the "
-        "shorter default T = 12 was measured on MuJoCo only)",
+        "for Breakout. The vine: N = 50 states, branches of T = 25, with which its Breakout run was "
+        "measured (the default N = 125, T = 6 was measured on MuJoCo only)",
     ),
 }
 
