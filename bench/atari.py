@@ -7,7 +7,7 @@ and full training throughput over ``--train-steps`` in one process and with one 
 
     python bench/atari.py --env ALE/Pong-v5 --steps 4000 --update-steps 20000 --train-steps 20000
 
-Writes bench/results/atari-speed.md. Uses the Atari defaults of run.py.
+Writes bench/results/atari-speed-<ENV>.md (``/`` in the id as ``_``). Uses the Atari defaults of run.py.
 """
 
 from __future__ import annotations

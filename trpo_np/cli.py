@@ -46,7 +46,7 @@ def parse_args(argv=None):
     from trpo_np import __version__
 
     p = argparse.ArgumentParser(prog=_prog(), description="Trust Region Policy Optimization (Schulman et al. 2015) "
-                                "in NumPy. Defaults are for MuJoCo; Atari, Swimmer, Ant and CartPole get their entry of "
+                                "in NumPy. Defaults are for MuJoCo; Atari, Swimmer, Hopper, Walker2d, Ant and CartPole get their entry of "
                                 "trpo_np/settings.py (a flag overrides it). Subcommands: "
                                 "[train] (these flags; the word is optional), eval CHECKPOINT, plot RUN... "
                                 "(each with --help).")
@@ -57,26 +57,28 @@ def parse_args(argv=None):
     a("--env-kwargs", nargs="+", metavar="K=V", help="keyword arguments of gym.make, as key=value words (values "
       "read as JSON) or one JSON object; saved in config.json, used again by --resume and --eval")
     a("--method", choices=["single", "vine"], help="sampler: single path or vine (default single)")
-    a("--steps", type=int, help="total env steps, trunk and vine branches (default 1,000,000; Atari 10M)")
+    a("--steps", type=int, help="total env steps, trunk and vine branches (default 1,000,000; Atari 10M; CartPole "
+      "100,000)")
     a("--batch-steps", type=int, help="env steps per iteration (default 2048; Atari 5,000; vine N·K·T + 2,500)")
     a("--num-envs", type=int, help="env copies stepped together (default 4; Atari 8)")
     a("--ranks", type=int, help="split the run over N MPI ranks on this machine (starts mpiexec -n N; needs "
       "pip install -e '.[mpi]'); for several machines start mpiexec -n N python run.py yourself (default 1)")
-    a("--max-kl", type=float, help="δ, the bound on the mean KL per update (default 0.01)")
-    a("--cg-iters", type=int, help="conjugate gradient iterations (default 10)")
+    a("--max-kl", type=float, help="δ, the bound on the mean KL per update (default 0.01; Ant 0.02)")
+    a("--cg-iters", type=int, help="conjugate gradient iterations (default 10; Swimmer, Walker2d, Ant 25)")
     a("--damping", type=float, help="λ added to the Fisher matrix (default 0.1)")
     a("--ent-coef", type=float, help="entropy bonus c: the step optimizes L + c·(mean entropy); not in the "
-      "paper (default 0)")
+      "paper (default 0; Swimmer 0.01 with single path)")
     a("--backtrack-coef", type=float, help="line-search shrink factor (default 0.8)")
     a("--max-backtracks", type=int, help="line-search trials (default 10)")
     a("--fvp-fraction", type=float, help="fraction of states used for F v (default 1; Atari 0.1)")
-    a("--gamma", type=float, help="discount γ (default 0.99)")
+    a("--gamma", type=float, help="discount γ (default 0.99; Hopper 0.995, Swimmer 0.9999)")
     a("--lam", type=float, help="GAE λ (default 0.95)")
     a("--hidden", type=str, help="hidden layer sizes, comma separated (default 64,64)")
     a("--activation", choices=["tanh", "relu"], help="MLP activation (default tanh)")
     a("--log-std-init", type=float, help="initial log-std of a Gaussian policy (default 0: σ = 1; Ant -1)")
     a("--cnn", choices=["paper", "nature"], help="Atari network (default paper)")
-    a("--vf-epochs", type=int, help="value-function Adam epochs per iteration (default 10)")
+    a("--vf-epochs", type=int, help="value-function Adam epochs per iteration (default 10; Swimmer, Walker2d, "
+      "Ant 20; Atari 1)")
     a("--vf-lr", type=float, help="value-function Adam step size (default 1e-3)")
     a("--vf-minibatch", type=int, help="value-function minibatch, states of all ranks together (default 128; "
       "Atari 256); scale it with --batch-steps when adding ranks, so the number of Adam steps stays put")
@@ -88,14 +90,16 @@ def parse_args(argv=None):
     a("--frame-size", type=int, help="Atari: frames are resized to S×S (default 42)")
     a("--sticky-actions", type=float, help="Atari: repeat-action probability (default 0)")
     a("--life-loss", action="store_true", default=None, help="Atari: a lost life ends the learning episode")
-    a("--eval-every", type=int, help="env steps between deterministic evaluations, 0 for none (default 50,000)")
+    a("--eval-every", type=int, help="env steps between deterministic evaluations, 0 for none (default 50,000; "
+      "Atari 250,000; CartPole 10,000)")
     a("--dtype", choices=["float32", "float64"], help="training dtype (default float32)")
     a("--seed", type=int, help="seeds policy init, sampling and the environments (default 0)")
     a("--out", help="run directory (default runs/ENV-sSEED-TIME); must not exist or be empty")
     a("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     a("--eval", metavar="CHECKPOINT", help="evaluate a checkpoint (deterministic actions) and exit")
     a("--episodes", type=int, default=10, help="episodes for --eval (default 10)")
-    a("--video", metavar="FILE.mp4", help="with --eval: write the first episode as mp4 (MuJoCo needs MUJOCO_GL=egl headless)")
+    a("--video", metavar="FILE.mp4", help="with --eval: write the first episode as .mp4 or .webm (MuJoCo needs "
+      "MUJOCO_GL=egl headless)")
     a("--quiet", action="store_true", help="no per-iteration lines")
     return p.parse_args(argv)
 

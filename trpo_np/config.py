@@ -54,11 +54,12 @@ class Config:
     method: str = "single"              # "single" (single path) or "vine"
     vine_states: int = 125             # N: rollout-set states per iteration
     vine_actions: int = 4              # K: actions per state (all actions of a small discrete space)
-    vine_horizon: int = 6              # T: branch length (then bootstrapped with V). N·K·T = 500 Q̂ per
-                                       # batch (the paper's Table 2: 500-2,500): on Hopper-v4, 10 seeds,
-                                       # 3,337.9 against 3,036.2 for N = 50, T = 12 (bench/README.md,
-                                       # "Vine vs single path"); the Swimmer and Atari entries keep
-                                       # N = 50, T = 25, as measured
+    vine_horizon: int = 6              # T: branch length (then bootstrapped with V). N·K = 500 Q̂
+                                       # per batch (the paper's Table 2: 500-2,500) from N·K·T =
+                                       # 3,000 branch steps: on Hopper-v4, 10 seeds, 3,337.9 against
+                                       # 3,036.2 for N = 50, T = 12 (bench/README.md, "Vine vs single
+                                       # path"); the Swimmer and Atari entries keep N = 50, T = 25,
+                                       # as measured
     atari: dict = field(default_factory=dict)  # frame_size, frame_skip, ... for make_atari_env
     env_kwargs: dict = field(default_factory=dict)  # keyword arguments of gym.make(env, **env_kwargs)
 

@@ -28,7 +28,7 @@ def evaluate(cfg: Config, policy: Policy, obs_rms, episodes: int, seed: int, vid
     normalizer; raw (unscaled, unclipped) returns of whole episodes (Atari: whole games, also
     when training ends learning episodes at a lost life). Episode i starts from ``reset(seed=seed + i)``.
     ``ranks = (rank, size)``: play only the episodes i with i mod size = rank (the trainer joins
-    the ranks' returns). Optionally writes the first episode as mp4."""
+    the ranks' returns). Optionally writes the first episode as .mp4 or .webm."""
     atari = {k: v for k, v in cfg.atari.items() if k != "terminal_on_life_loss"}  # play whole games
     env = make_env(cfg.env, render_mode="rgb_array" if video else None, env_kwargs=cfg.env_kwargs, **atari)
     clip = (env.action_space.low, env.action_space.high) if isinstance(env.action_space, gym.spaces.Box) else None
