@@ -46,8 +46,8 @@ def parse_args(argv=None):
     from trpo_np import __version__
 
     p = argparse.ArgumentParser(prog=_prog(), description="Trust Region Policy Optimization (Schulman et al. 2015) "
-                                "in NumPy. Defaults are for MuJoCo; Atari, Swimmer, Hopper, Walker2d, Ant and CartPole get their entry of "
-                                "trpo_np/settings.py (a flag overrides it). Subcommands: "
+                                "in NumPy. Defaults are for MuJoCo; Atari, Swimmer, Hopper, Walker2d, Ant and "
+                                "CartPole get their entry of trpo_np/settings.py (a flag overrides it). Subcommands: "
                                 "[train] (these flags; the word is optional), eval CHECKPOINT, plot RUN... "
                                 "(each with --help).")
     a = p.add_argument
