@@ -38,7 +38,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.atari_settings import summary  # noqa: E402
+from bench.atari_settings import finished, summary  # noqa: E402
 from bench.atari_table import game_of  # noqa: E402
 from bench.common import RESULTS, machine, single_threaded_blas, write_result  # noqa: E402
 
@@ -47,11 +47,6 @@ single_threaded_blas()
 import numpy as np  # noqa: E402
 
 WINDOW = 250_000  # env steps per row of the training-score table (the Atari entry's eval_every)
-
-
-def progress(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def train_pair(args, big: str, small: str) -> None:
@@ -114,9 +109,7 @@ def main():
     if game is None:
         raise SystemExit(f"{args.env} is not a game of the paper's Table 1")
     big, small = (os.path.join(args.out, f"f{s}-s{args.seed}") for s in (84, 42))
-    done = os.path.exists(os.path.join(big, "progress.csv")) and os.path.exists(os.path.join(small, "progress.csv")) \
-        and int(float(progress(big)[-1]["env_steps"])) >= args.steps
-    if not done:
+    if not (finished(big, args.steps) and os.path.exists(os.path.join(small, "progress.csv"))):
         train_pair(args, big, small)
 
     r84, r42 = summarize(big, args.episodes), summarize(small, args.episodes)
@@ -161,7 +154,7 @@ def main():
         lines.append(f"| {lo / 1e6:.2f}M–{(lo + WINDOW) / 1e6:.2f}M | " + " | ".join(cells) + " |")
     lines += ["", f"Curves: `bench/results/curves/{slug}-frame<size>-s{args.seed}.csv` (env steps, elapsed seconds, "
               "mean training return per iteration, periodic evaluation, entropy)."]
-    write_result(f"atari-frame-size-{game_of(args.env).lower().replace(' ', '')}-s{args.seed}.md", lines)
+    write_result(f"atari-frame-size-{game.lower().replace(' ', '')}-s{args.seed}.md", lines)
 
 
 if __name__ == "__main__":

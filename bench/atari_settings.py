@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.atari_table import game_of, run_row  # noqa: E402
-from bench.common import RESULTS, machine, single_threaded_blas, write_result  # noqa: E402
+from bench.common import RESULTS, machine, progress_rows, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()
 
@@ -51,11 +51,9 @@ def parse_arm(text: str) -> tuple[str, list[str]]:
 
 def finished(run_dir: str, steps: int) -> bool:
     """True when ``run_dir`` holds a run that reached ``steps`` env steps."""
-    progress = os.path.join(run_dir, "progress.csv")
-    if not os.path.exists(progress):
+    if not os.path.exists(os.path.join(run_dir, "progress.csv")):
         return False
-    with open(progress, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = progress_rows(run_dir)
     return bool(rows) and int(float(rows[-1]["env_steps"])) >= steps
 
 
@@ -83,8 +81,7 @@ def train(arms, args) -> None:
 
 
 def summary(name: str, flags: list[str], run_dir: str, episodes: int) -> dict:
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = progress_rows(run_dir)
     tail = rows[-max(1, len(rows) // 10):]
     accepted = [float(r["kl"]) for r in rows if r["accepted"] == "1"]
     r = run_row(run_dir, episodes)

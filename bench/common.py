@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import platform
 import time
@@ -32,6 +33,12 @@ def machine() -> str:
     return (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu_model()}), "
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}")
+
+
+def progress_rows(run_dir: str) -> list[dict]:
+    """The rows of ``<run_dir>/progress.csv`` (values as strings)."""
+    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def write_result(name: str, lines: list[str]) -> str:
