@@ -41,6 +41,23 @@ def progress_rows(run_dir: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+CURVE_FIELDS = ("env_steps", "eval_return_mean", "ep_return_mean")
+
+
+def write_curve(run_dir: str, name: str, results: str = RESULTS) -> str:
+    """Write a run's learning curve, <results>/curves/<name>.csv: env steps, periodic
+    deterministic evaluation (empty between evaluations), mean return of the training episodes
+    that ended in the iteration; cut from ``<run_dir>/progress.csv``."""
+    path = os.path.join(results, "curves", f"{name}.csv")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CURVE_FIELDS)
+        for r in progress_rows(run_dir):
+            w.writerow([r[k] for k in CURVE_FIELDS])
+    return path
+
+
 def write_result(name: str, lines: list[str]) -> str:
     """Write bench/results/<name> (markdown) and print it."""
     text = "\n".join(lines) + "\n"

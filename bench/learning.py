@@ -18,7 +18,6 @@ Example (the README's Hopper figure):
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import machine, random_stepping, single_threaded_blas, write_result  # noqa: E402
+from bench.common import machine, progress_rows, random_stepping, single_threaded_blas, write_curve, write_result  # noqa: E402
 
 single_threaded_blas()  # also for the run.py children
 
@@ -46,11 +45,6 @@ def random_stepping_time(env_id: str, steps: int, num_envs: int, seed: int = 0) 
     return dt
 
 
-def read_progress(path: str):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="Hopper-v4")
@@ -67,8 +61,6 @@ def main():
 
     name = f"{args.env.replace('/', '_')}-{args.method}{args.tag}"
     out_root = os.path.join(ROOT, "bench", "out", name)
-    res_dir = os.path.join(ROOT, "bench", "results")
-    os.makedirs(os.path.join(res_dir, "curves"), exist_ok=True)
     os.makedirs(out_root, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     procs, pending, logs = {}, list(args.seeds), {}
@@ -100,16 +92,12 @@ def main():
 
     rows = []
     for s in args.seeds:
-        prog = read_progress(os.path.join(logs[s], "progress.csv"))
+        prog = progress_rows(logs[s])
         evals = [float(r["eval_return_mean"]) for r in prog if r["eval_return_mean"]]
         final, final_std = float(prog[-1]["eval_return_mean"]), float(prog[-1]["eval_return_std"])
         rows.append(dict(seed=s, final=final, final_std=final_std, last5=float(np.mean(evals[-5:])),
                          wall=float(prog[-1]["elapsed"]), train=float(prog[-1]["elapsed"]) - float(prog[-1]["eval_time"]), steps=int(prog[-1]["env_steps"])))
-        with open(os.path.join(res_dir, "curves", f"{name}-s{s}.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["env_steps", "eval_return_mean", "ep_return_mean"])
-            for r in prog:
-                w.writerow([r["env_steps"], r["eval_return_mean"], r["ep_return_mean"]])
+        write_curve(logs[s], f"{name}-s{s}")
     finals = np.array([r["final"] for r in rows])
     walls = np.array([r["wall"] for r in rows])
     trains = np.array([r["train"] for r in rows])

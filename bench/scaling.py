@@ -19,7 +19,6 @@ Writes bench/results/scaling.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import multiprocessing as mp
 import os
@@ -29,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import ROOT, machine, random_stepping, single_threaded_blas, write_result  # noqa: E402
+from bench.common import ROOT, machine, progress_rows, random_stepping, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()
 
@@ -76,8 +75,7 @@ def training(env_id: str, steps: int, ranks: int, extra: list[str]) -> tuple[flo
         cmd = [find_mpiexec(), "-n", str(ranks), sys.executable, os.path.join(ROOT, "run.py"), "--env", env_id,
                "--steps", str(steps), "--eval-every", "0", "--quiet", "--out", out] + extra
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        with open(os.path.join(out, "progress.csv"), newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = progress_rows(out)
     elapsed, comm = float(rows[-1]["elapsed"]), float(rows[-1]["time_comm"])
     return int(rows[-1]["env_steps"]) / elapsed, comm / elapsed, len(rows)
 

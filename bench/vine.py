@@ -28,10 +28,13 @@ T = 25: with γ = 0.9999 its 12-step branches left one seed in five at a slow ga
 run.py's vine settings.)
 
 Writes ``<results>/vine.csv`` (one row per run), ``<results>/vine.md`` (the table) and the
-runs' progress.csv (learning curves) under ``<out>/<env>-<method>-s<seed>/``.
+runs' progress.csv under ``<out>/<env>-<method>-s<seed>/``; with ``--curves TAG`` also each run's
+learning curve, ``<results>/curves/<env>-<method>-<TAG>-s<seed>.csv`` (env steps, evaluation,
+training episode return; as bench/learning.py's).
 
     python bench/vine.py                                   # the full benchmark, 3 seeds
     python bench/vine.py --envs CartPole-v1 --seeds 0 1 2 3 4
+    python bench/vine.py --envs Hopper-v4 --seeds 5 6 7 8 9 --curves n125t6   # with curves
     python bench/vine.py --steps 3000 --seeds 0 --eval-episodes 1 --results /tmp/vb --out /tmp/vb/runs  # smoke
 """
 
@@ -52,7 +55,7 @@ import numpy as np  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import cpu_model  # noqa: E402
+from bench.common import cpu_model, progress_rows, write_curve  # noqa: E402
 
 ENVS = {
     "CartPole-v1": dict(steps=100_000, single=dict(batch_steps=2048),
@@ -73,7 +76,7 @@ def run_one(job):
     from trpo_np.train import Trainer
 
     warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: gymnasium resets filters on import
-    env_id, method, seed, steps, overrides, eval_episodes, out = job
+    env_id, method, seed, steps, overrides, eval_episodes, out, curves, results = job
     # the env's entry of the settings table and the vine's rules, as run.py builds them
     cfg = make_config(env_id, method=method, steps=steps, seed=seed, **overrides)
     run_dir = os.path.join(out, f"{env_id.replace('/', '_')}-{method}-s{seed}")
@@ -83,8 +86,9 @@ def run_one(job):
     trainer.train()
     wall = time.perf_counter() - t0
     rets = evaluate(cfg, trainer.policy, trainer.obs_rms, eval_episodes, seed=trainer.seeds.env_seed("final_eval"))
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        evals = [float(r["eval_return_mean"]) for r in csv.DictReader(f) if r["eval_return_mean"] not in ("", "nan")]
+    evals = [float(r["eval_return_mean"]) for r in progress_rows(run_dir) if r["eval_return_mean"] not in ("", "nan")]
+    if curves is not None:
+        write_curve(run_dir, f"{env_id.replace('/', '_')}-{method}-{curves}-s{seed}", results)
     return dict(env=env_id, method=method, seed=seed, env_steps=trainer.env_steps, trunk_steps=trainer.trunk_steps,
                 branch_steps=trainer.branch_steps, iterations=trainer.iteration, final_mean=float(np.mean(rets)),
                 final_std=float(np.std(rets)), last5_mean=float(np.mean(evals[-5:])) if evals else float("nan"),
@@ -138,6 +142,8 @@ def main():
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--results", default=os.path.join(ROOT, "bench", "results"), help="where vine.csv / vine.md go")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "out", "vine"), help="run directories")
+    p.add_argument("--curves", metavar="TAG", help="also write each run's learning curve to "
+                   "<results>/curves/<env>-<method>-<TAG>-s<seed>.csv")
     args = p.parse_args()
 
     jobs = []
@@ -153,7 +159,7 @@ def main():
                             ov[k] = getattr(args, k)
                     if args.vine_batch_steps is not None:
                         ov["batch_steps"] = args.vine_batch_steps
-                jobs.append((env_id, method, seed, steps, ov, args.eval_episodes, args.out))
+                jobs.append((env_id, method, seed, steps, ov, args.eval_episodes, args.out, args.curves, args.results))
 
     rows = []
     t0 = time.time()
