@@ -222,6 +222,21 @@ def test_an_env_whose_package_is_missing_is_refused_up_front(tmp_path, capsys):
     assert not os.path.exists(out)
 
 
+def test_an_env_that_needs_older_packages_names_its_newer_version(tmp_path, capsys):
+    from trpo_np.envs import newest_version
+
+    assert newest_version("Pusher-v4") == "Pusher-v5" and newest_version("ALE/Pong-v5") == "ALE/Pong-v5"
+    import mujoco
+
+    if int(mujoco.__version__.split(".")[0]) < 3:
+        pytest.skip("Pusher-v4 runs with mujoco < 3")
+    out = str(tmp_path / "never")
+    assert run.main(["--env", "Pusher-v4", "--steps", "200", "--eval-every", "0", "--out", out]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "does not run with the installed packages" in err and err.endswith("try --env Pusher-v5")
+    assert not os.path.exists(out)
+
+
 def test_unusable_out_directories_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     for out in (tmp_path / "file", tmp_path / "file" / "under", "/proc/trpo_np_test/run"):

@@ -35,7 +35,11 @@ def make_env(env_id: str, render_mode: str | None = None, env_kwargs: dict | Non
         raise EnvError(f"environment {env_id!r} needs a package that is not installed: {e}") from e
     except gym.error.Error as e:
         raise EnvError(f"unknown environment id {env_id!r} ({e.__class__.__name__}: {e})") from e
-    except ImportError as e:  # e.g. MuJoCo or Box2D missing
+    except ImportError as e:  # e.g. MuJoCo or Box2D missing, or Pusher-v4 under mujoco >= 3
+        newer = newest_version(env_id)
+        if newer != env_id:
+            raise EnvError(f"environment {env_id!r} does not run with the installed packages ({e}); "
+                           f"try --env {newer}") from e
         raise EnvError(f"environment {env_id!r} needs a package that is not installed: {e}") from e
     except TypeError as e:
         if not env_kwargs:
@@ -48,6 +52,18 @@ def make_env(env_id: str, render_mode: str | None = None, env_kwargs: dict | Non
         raise EnvError(f"environment {env_id!r} could not be created ({type(e).__name__}: {e}){hint}") from e
     check_spaces(env_id, env.observation_space, env.action_space)
     return env
+
+
+def newest_version(env_id: str) -> str:
+    """The registered id of ``env_id``'s name with the highest version (``Pusher-v4`` ->
+    ``Pusher-v5``), or ``env_id`` itself."""
+    ns, name, version = gym.envs.registration.parse_env_id(env_id)
+    if version is None:
+        return env_id
+    versions = [spec.version for spec in gym.registry.values()
+                if spec.namespace == ns and spec.name == name and spec.version is not None]
+    best = max(versions, default=version)
+    return env_id if best <= version else gym.envs.registration.get_env_id(ns, name, best)
 
 
 def check_spaces(env_id: str, obs_space, act_space) -> None:
