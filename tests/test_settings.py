@@ -79,3 +79,23 @@ def test_the_vine_runs_without_a_table_entropy_bonus_unless_given():
     # the vine's batch rule (N·K·T + 2,500) over Atari's 5,000 steps is the method's, not a flag
     atari = describe(run.build_config(run.parse_args(["--env", "ALE/Breakout-v5", "--method", "vine"])))
     assert "batch_steps=5000 (vine: 7500)," in atari and "flag" not in atari
+
+
+def test_the_help_names_every_entry_and_the_values_it_sets(capsys):
+    """run.py --help: the description lists every entry; each flag whose default an entry changes
+    names the entry beside the default, so the help cannot fall behind the table."""
+    import pytest
+
+    with pytest.raises(SystemExit):
+        run.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    description, options = text.split("get their entry")[0], text.split("options:")[1]
+    defaults = Config()
+    for name, (settings, _) in TABLE.items():
+        assert name in description, name
+        for key, value in settings.items():
+            flag = f" --{key.replace('_', '-')} "
+            if key == "atari" or value == getattr(defaults, key) or flag not in options:
+                continue  # Atari's frame size: --frame-size states it; a default value; no flag (eval_episodes)
+            help_text = options.split(flag, 1)[1].split(" --", 1)[0]
+            assert name in help_text, (name, flag, help_text)

@@ -45,9 +45,12 @@ def _prog(command: str = "") -> str:
 def parse_args(argv=None):
     from trpo_np import __version__
 
+    from trpo_np.settings import TABLE
+
+    *names, last = TABLE
     p = argparse.ArgumentParser(prog=_prog(), description="Trust Region Policy Optimization (Schulman et al. 2015) "
-                                "in NumPy. Defaults are for MuJoCo; Atari, Swimmer, Hopper, Walker2d, Ant and "
-                                "CartPole get their entry of trpo_np/settings.py (a flag overrides it). Subcommands: "
+                                f"in NumPy. Defaults are for MuJoCo; {', '.join(names)} and {last} get their entry "
+                                "of trpo_np/settings.py (a flag overrides it). Subcommands: "
                                 "[train] (these flags; the word is optional), eval CHECKPOINT, plot RUN... "
                                 "(each with --help).")
     a = p.add_argument
@@ -58,7 +61,7 @@ def parse_args(argv=None):
       "read as JSON) or one JSON object; saved in config.json, used again by --resume and --eval")
     a("--method", choices=["single", "vine"], help="sampler: single path or vine (default single)")
     a("--steps", type=int, help="total env steps, trunk and vine branches (default 1,000,000; Atari 10M; CartPole "
-      "100,000)")
+      "100,000; InvertedPendulum 200,000)")
     a("--batch-steps", type=int, help="env steps per iteration (default 2048; Atari 5,000; vine N·K·T + 2,500)")
     a("--num-envs", type=int, help="env copies stepped together (default 4; Atari 8)")
     a("--ranks", type=int, help="split the run over N MPI ranks on this machine (starts mpiexec -n N; needs "
@@ -91,7 +94,7 @@ def parse_args(argv=None):
     a("--sticky-actions", type=float, help="Atari: repeat-action probability (default 0)")
     a("--life-loss", action="store_true", default=None, help="Atari: a lost life ends the learning episode")
     a("--eval-every", type=int, help="env steps between deterministic evaluations, 0 for none (default 50,000; "
-      "Atari 250,000; CartPole 10,000)")
+      "Atari 250,000; CartPole, InvertedPendulum 10,000)")
     a("--dtype", choices=["float32", "float64"], help="training dtype (default float32)")
     a("--seed", type=int, help="seeds policy init, sampling and the environments (default 0)")
     a("--out", help="run directory (default runs/ENV-sSEED-TIME); must not exist or be empty")
