@@ -44,7 +44,6 @@ def _prog(command: str = "") -> str:
 
 def parse_args(argv=None):
     from trpo_np import __version__
-
     from trpo_np.settings import TABLE
 
     *names, last = TABLE
