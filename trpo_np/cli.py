@@ -77,7 +77,7 @@ def parse_args(argv=None):
     a("--lam", type=float, help="GAE λ (default 0.95)")
     a("--hidden", type=str, help="hidden layer sizes, comma separated (default 64,64)")
     a("--activation", choices=["tanh", "relu"], help="MLP activation (default tanh)")
-    a("--log-std-init", type=float, help="initial log-std of a Gaussian policy (default 0: σ = 1; Ant -1)")
+    a("--log-std-init", type=float, help="initial log-std of a Gaussian policy (default 0: σ = 1; Ant, Humanoid -1)")
     a("--cnn", choices=["paper", "nature"], help="Atari network (default paper)")
     a("--vf-epochs", type=int, help="value-function Adam epochs per iteration (default 10; Swimmer, Walker2d, "
       "Ant 20; Atari 1)")
