@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from trpo_np import cli as run
 from trpo_np.config import Config
 from trpo_np.settings import TABLE, describe, env_settings, table_name
@@ -84,8 +86,6 @@ def test_the_vine_runs_without_a_table_entropy_bonus_unless_given():
 def test_the_help_names_every_entry_and_the_values_it_sets(capsys):
     """run.py --help: the description lists every entry; each flag whose default an entry changes
     names the entry beside the default, so the help cannot fall behind the table."""
-    import pytest
-
     with pytest.raises(SystemExit):
         run.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())

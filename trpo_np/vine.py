@@ -42,8 +42,8 @@ The mean KL and the Fisher-vector product are taken over the trunk's states: the
 states of π_old (the rollout set is drawn from them), many more than the N rollout states (2,500
 against 125 by default, 50 on Swimmer and Atari, where with ``fvp_fraction`` 0.1 F would see 5
 states otherwise), so the trust region and F are measured where the policy acts. The step is the
-trainer's, the same as for single path. The trunk is the batch's ``paths``: the value function is fitted on it to
-GAE(γ, λ) λ-returns, exactly as in single path.
+trainer's, the same as for single path. The trunk is the batch's ``paths``: the value function is
+fitted on it to GAE(γ, λ) λ-returns, exactly as in single path.
 
 Rewards: with a reward scaler (:class:`trpo_np.normalize.RewardScaler`) the trunk feeds it
 (the trainer folds the batch into it afterwards), and every reward of the batch, trunk and
