@@ -228,3 +228,32 @@ def test_sampler_keeps_pi_old_parameters_of_its_states(env_id):
         np.testing.assert_allclose(kept, new, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pol.dist.logp(paths.p_old, paths.flat(paths.act_te)), paths.logp_te.reshape(-1),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [mlp_gaussian, mlp_categorical])
+def test_actor_acts_as_params_and_sample_logp(make):
+    """The sampler's per-batch actor (σ and constants computed once) gives the numbers of
+    params + sample_logp exactly, and log π of its draws is the distribution's logp."""
+    pol, obs = make()
+    x = pol.preprocess(obs)
+    noise = pol.dist.noise(np.random.default_rng(8), (len(obs),))
+    p, a, logp = pol.actor()(x, noise)
+    p_ref, _ = pol.params(x)
+    a_ref, logp_ref = pol.dist.sample_logp(p_ref, None, noise)
+    for got, ref in zip(p + (a, logp), p_ref + (a_ref, logp_ref)):
+        np.testing.assert_array_equal(got, ref)
+    np.testing.assert_allclose(logp, pol.dist.logp(p, a), rtol=1e-12)
+
+
+def test_normalizer_clips_standardized_observations():
+    from trpo_np.normalize import RunningMeanStd
+
+    rng = np.random.default_rng(9)
+    rms = RunningMeanStd((3,), clip=2.0)
+    rms.update(rng.standard_normal((50, 3)) * [1.0, 3.0, 0.1] + 5.0)
+    x = rng.standard_normal((20, 3)) * 4.0 + 5.0
+    expect = np.clip((x - rms.mean) / np.sqrt(rms.var + rms.eps), -2.0, 2.0).astype(np.float32)
+    got = rms.normalizer(np.float32)(x)
+    assert got.dtype == np.float32 and (np.abs(got) == 2.0).any() and (np.abs(got) < 2.0).any()
+    np.testing.assert_allclose(got, expect, rtol=1e-6)
+    np.testing.assert_array_equal(rms.normalize(x, np.float32), got)

@@ -7,7 +7,7 @@ per state and which are shared by all states (the Gaussian log-std). Each class 
 - ``logp(p, a)`` and ``dlogp(p, a, w)``: log π(a|s) and the cotangent of ``Σ_n w_n log π_n``,
 - ``kl(p_old, p)`` = KL(π_old ‖ π) per state, and ``dkl(p_old, p, w)``, its derivative in ``p``,
 - ``entropy(p)`` and ``dentropy(p, w)``, the cotangent of ``Σ_n w_n H(π_n)`` (for the optional
-  entropy bonus), ``sample_logp(p, rng)``, ``mode(p)``,
+  entropy bonus), ``sample_logp(p, rng)`` (and ``sampler``, the same for a batch of acting), ``mode(p)``,
 - ``fisher(p, u) = M u``: the Hessian of ``kl(p_old, ·)`` at ``p = p_old`` times a tangent ``u``.
   This is the Fisher information of the distribution in its own parameters; with the network
   Jacobian J it gives the policy's Fisher matrix F = (1/N) Σ_n J_nᵀ M_n J_n (paper App. C).
@@ -129,13 +129,24 @@ class DiagGaussian:
         m, logstd = p
         return m + np.exp(logstd) * eps.astype(m.dtype, copy=False)
 
+    def sampler(self, logstd_a: np.ndarray):
+        """``sample(m_na, noise) -> (a, log π(a))`` for the fixed log-std ``logstd_a``:
+        a = m + σ ε and log π(a) = −½‖ε‖² − Σℓ − (a/2) log 2π, without recomputing (a − m)/σ.
+        σ and the constant are computed here once (a sampler calls it once per batch, during which
+        θ is fixed); ``noise``: standard normals ε from :meth:`noise`."""
+        sigma_a = np.exp(logstd_a)
+        const = np.sum(logstd_a) + 0.5 * self.dim * math.log(2 * math.pi)
+
+        def sample(m_na, noise):
+            eps = noise.astype(m_na.dtype, copy=False)
+            return m_na + sigma_a * eps, -0.5 * np.add.reduce(eps * eps, axis=1) - const  # np.sum without its wrapper
+        return sample
+
     def sample_logp(self, p, rng: np.random.Generator | None, noise: np.ndarray | None = None):
-        """a = m + σ ε and log π(a) = −½‖ε‖² − Σℓ − (a/2) log 2π, without recomputing (a − m)/σ.
-        ε is drawn from ``rng`` unless given as ``noise`` (drawn beforehand by :meth:`noise`)."""
+        """Actions and their log-probabilities (:meth:`sampler`); ε is drawn from ``rng`` unless
+        given as ``noise`` (drawn beforehand by :meth:`noise`)."""
         m, logstd = p
-        eps = (self.noise(rng, (m.shape[0],)) if noise is None else noise).astype(m.dtype, copy=False)
-        return self.from_noise(p, eps), -0.5 * np.sum(eps * eps, axis=1) - (
-            np.sum(logstd) + 0.5 * self.dim * math.log(2 * math.pi))
+        return self.sampler(logstd)(m, self.noise(rng, (m.shape[0],)) if noise is None else noise)
 
     def mode(self, p):
         return p[0]
@@ -206,6 +217,11 @@ class Categorical:
         """Inverse CDF: the first action whose cumulative probability exceeds u (vectorized)."""
         cdf = np.cumsum(np.exp(self.log_softmax(p[0]) if lp is None else lp), axis=1)
         return np.minimum((u.reshape(-1, 1) * cdf[:, -1:] > cdf).sum(axis=1), self.n - 1)
+
+    def sampler(self, shared: np.ndarray):
+        """``sample(z_nk, noise) -> (a, log π(a))`` (:meth:`sample_logp`); a categorical policy has
+        no parameters shared by all states to compute once."""
+        return lambda z_nk, noise: self.sample_logp(CategoricalParams(z_nk), None, noise)
 
     def sample_logp(self, p, rng: np.random.Generator | None, noise: np.ndarray | None = None):
         """Inverse-CDF sampling and the log-probabilities of the draws (log-softmax computed once);

@@ -85,6 +85,19 @@ class Policy:
         return self.dist.tangent(self.net.jvp(v[:self.net.size], caches), v[self.net.size:])
 
     # -- acting ---------------------------------------------------------------------------------
+    def actor(self):
+        """π_θ at the current θ, for a sampler's steps (θ is fixed while a batch is collected):
+        ``act(x, noise) -> (p, a, log π(a))`` for preprocessed observations ``x`` and noise from
+        ``dist.noise``. What is the same at every step (θ's shared part, the Gaussian's σ) is
+        computed once here; the same numbers as :meth:`params` and ``dist.sample_logp``."""
+        shared = self.shared.copy()
+        sample = self.dist.sampler(shared)
+
+        def act(x, noise):
+            y = self.net(x)
+            return (self.dist.params(y, shared),) + sample(y, noise)
+        return act
+
     def act(self, obs: np.ndarray, rng: np.random.Generator | None, deterministic: bool = False,
             noise: np.ndarray | None = None):
         """Actions and their log-probabilities for a batch of observations; the random numbers
