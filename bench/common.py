@@ -35,6 +35,24 @@ def machine() -> str:
             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}")
 
 
+def cpu_steal() -> tuple[float, float]:
+    """(CPU seconds the hypervisor has taken from this VM's CPUs so far, by /proc/stat's steal
+    column; wall-clock now), for :func:`stolen_since`. NaN where the kernel does not report it."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()  # cpu user nice system idle iowait irq softirq steal ...
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK"), time.perf_counter()
+    except (OSError, IndexError, ValueError):
+        return float("nan"), time.perf_counter()
+
+
+def stolen_since(start: tuple[float, float]) -> float:
+    """The share of all CPUs' time since ``start`` (from :func:`cpu_steal`) that the hypervisor
+    took: time in which a busy process of this VM did not run."""
+    stolen, now = cpu_steal()
+    return (stolen - start[0]) / ((now - start[1]) * (os.cpu_count() or 1))
+
+
 def progress_rows(run_dir: str) -> list[dict]:
     """The rows of ``<run_dir>/progress.csv`` (values as strings)."""
     with open(os.path.join(run_dir, "progress.csv"), newline="") as f:

@@ -4,7 +4,9 @@ collectives, and a latency-bandwidth model of the communication on 16 and 64 hos
 For each env and rank count R, in one benchmark run (medians of ``--repeats``, interleaved):
   (a) random-action stepping of the same env copies, R processes at once, each its block;
   (c) full training, ``mpiexec -n R python run.py`` (progress.csv: env steps / elapsed), and
-      the share of it rank 0 spent in collectives (the ``time_comm`` column).
+      the share of it rank 0 spent in collectives (the ``time_comm`` column);
+and the share of the machine's CPU time the hypervisor took during (a) and during (c) (the
+steal column of /proc/stat: on a VM, time in which a busy process did not run).
 Then it counts, in one process, the collectives of one iteration and their sizes (a Comm that
 records every sum and gather), and models an iteration on P hosts with the collectives of
 trpo_np (each sum added in rank order, by one Allgather or, for large ones, Alltoallv +
@@ -28,7 +30,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import ROOT, machine, progress_rows, random_stepping, single_threaded_blas, write_result  # noqa: E402
+from bench.common import (ROOT, cpu_steal, machine, progress_rows, random_stepping, single_threaded_blas,  # noqa: E402
+                          stolen_since, write_result)
 
 single_threaded_blas()
 
@@ -160,8 +163,8 @@ def main():
                 "steps), so ideal training throughput is R times the 1-rank figure."
                 if args.weak else ""), "",
              "| env | ranks | env copies, batch | (a) random steps/s, all copies | (c) training steps/s | c/a "
-             "| c / (c with 1 rank) | collectives (rank 0) | iterations |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| c / (c with 1 rank) | collectives (rank 0) | iterations | CPU stolen during (a), (c) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     models = []
     for k, (env_id, steps) in enumerate(zip(args.envs, args.steps)):
         cfg1 = run.build_config(run.parse_args(["--env", env_id]))
@@ -176,17 +179,20 @@ def main():
                          "--vf-minibatch", str(cfg1.vf_minibatch * scale)]
                 cfg = run.build_config(run.parse_args(["--env", env_id] + extra))
                 shape[r] = f"{cfg.num_envs}, {cfg.batch_steps:,}"
-                res.setdefault(r, []).append((random_rate(cfg, min(steps, 20_000) * scale, r),
-                                              *training(env_id, steps * scale, r, extra)))
+                start = cpu_steal()
+                a = random_rate(cfg, min(steps, 20_000) * scale, r)
+                stolen_a, start = stolen_since(start), cpu_steal()
+                c = training(env_id, steps * scale, r, extra)
+                res.setdefault(r, []).append((a, *c, stolen_a, stolen_since(start)))
                 print(f"  {env_id} ranks {r}: {res[r][-1]}", flush=True)
         base = None
         for r in args.ranks:
-            a, c, share, iters = (float(np.median([x[i] for x in res[r]])) for i in range(4))
+            a, c, share, iters, stolen_a, stolen_c = (float(np.median([x[i] for x in res[r]])) for i in range(6))
             base = base or c
             print(f"{env_id} ranks {r}: random {a:,.0f}/s, training {c:,.0f}/s ({c / a:.2f}), "
                   f"collectives {share:.1%}", flush=True)
             lines.append(f"| {env_id} | {r} | {shape[r]} | {a:,.0f} | {c:,.0f} | {c / a:.2f} | {c / base:.2f} | "
-                         f"{share:.1%} | {iters:.0f} |")
+                         f"{share:.1%} | {iters:.0f} | {stolen_a:.1%}, {stolen_c:.1%} |")
         if not args.no_model:
             models += model_rows(env_id, cfg1.batch_steps / base, run)
     if args.model_only:
