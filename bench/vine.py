@@ -46,6 +46,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: BLAS threads only contend
 warnings.filterwarnings("ignore", message=".*is out of date.*")
@@ -69,14 +70,30 @@ FIELDS = ["env", "method", "seed", "env_steps", "trunk_steps", "branch_steps", "
           "vine_horizon", "batch_steps"]
 
 
-def run_one(job):
+@dataclass
+class Job:
+    """One (env, method, seed) run of the benchmark and where its outputs go."""
+
+    env_id: str
+    method: str
+    seed: int
+    steps: int
+    overrides: dict      # Config fields over the env's entry (ENVS, then the flags)
+    eval_episodes: int
+    out: str             # run directories go under it
+    curves: str | None   # tag of the learning-curve file, or None for no curve
+    results: str         # results directory
+
+
+def run_one(job: Job):
     """Train one (env, method, seed) and evaluate it; returns a CSV row."""
     from trpo_np.config import make_config
     from trpo_np.evaluation import evaluate
     from trpo_np.train import Trainer
 
     warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: gymnasium resets filters on import
-    env_id, method, seed, steps, overrides, eval_episodes, out, curves, results = job
+    env_id, method, seed, steps, overrides = job.env_id, job.method, job.seed, job.steps, job.overrides
+    eval_episodes, out, curves, results = job.eval_episodes, job.out, job.curves, job.results
     # the env's entry of the settings table and the vine's rules, as run.py builds them
     cfg = make_config(env_id, method=method, steps=steps, seed=seed, **overrides)
     run_dir = os.path.join(out, f"{env_id.replace('/', '_')}-{method}-s{seed}")
@@ -159,7 +176,7 @@ def main():
                             ov[k] = getattr(args, k)
                     if args.vine_batch_steps is not None:
                         ov["batch_steps"] = args.vine_batch_steps
-                jobs.append((env_id, method, seed, steps, ov, args.eval_episodes, args.out, args.curves, args.results))
+                jobs.append(Job(env_id, method, seed, steps, ov, args.eval_episodes, args.out, args.curves, args.results))
 
     rows = []
     t0 = time.time()
@@ -177,7 +194,7 @@ def main():
             rows.append(row)
             print(f"{row['env']} {row['method']} seed {row['seed']}: {row['final_mean']:.1f} "
                   f"({row['wall_s']:.0f} s, {time.time() - t0:.0f} s so far)", flush=True)
-    order = {(e, m, s): i for i, (e, m, s, *_) in enumerate(jobs)}
+    order = {(j.env_id, j.method, j.seed): i for i, j in enumerate(jobs)}
     rows.sort(key=lambda r: order[(r["env"], r["method"], r["seed"])])
 
     os.makedirs(args.results, exist_ok=True)
