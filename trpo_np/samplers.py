@@ -143,7 +143,8 @@ class SinglePathSampler:
         scale = None if self.reward_scaler is None else self.reward_scaler.scale()  # frozen for the batch
         pol = self.policy
         # θ and the normalizers are fixed while a batch is collected: what every step would
-        # recompute from them is computed once (the per-step overhead is ~1/4 of a Hopper step).
+        # recompute from them is computed once (this work beside the env was ~1/5 of a 4-copy
+        # Hopper step: bench/README.md, "Speed").
         act_fn, clip = pol.actor(), self.clip_actions()
         normalize = self.normalize if self.obs_rms is None else self.obs_rms.normalizer(pol.dtype)
         obs_n = normalize(self.obs)
