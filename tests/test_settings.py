@@ -7,7 +7,7 @@ import pytest
 
 from trpo_np import cli as run
 from trpo_np.config import Config
-from trpo_np.settings import TABLE, describe, env_settings, table_name
+from trpo_np.settings import TABLE, VINE_TABLE, describe, env_settings, table_name
 
 
 def test_entries_match_every_version_of_a_name():
@@ -28,7 +28,7 @@ def test_entries_match_every_version_of_a_name():
 
 def test_entries_hold_config_fields_that_validate():
     fields = set(Config.__dataclass_fields__)
-    for name, (settings, reason) in TABLE.items():
+    for name, (settings, reason) in list(TABLE.items()) + list(VINE_TABLE.items()):
         assert set(settings) <= fields and reason, name
     for env in ("Swimmer-v4", "Walker2d-v5", "Ant-v4", "CartPole-v1", "ALE/Breakout-v5"):
         Config.for_env(env).validate()
@@ -83,6 +83,20 @@ def test_the_vine_runs_without_a_table_entropy_bonus_unless_given():
     assert "batch_steps=5000 (vine: 7500)," in atari and "flag" not in atari
 
 
+def test_the_vine_table_applies_to_the_vine_alone_and_a_flag_overrides_it():
+    """Walker2d's vine runs with δ = 0.02 (settings.VINE_TABLE), its single path with the
+    default 0.01; a flag wins over both, and the printed line says which applies."""
+    single = run.build_config(run.parse_args(["--env", "Walker2d-v4"]))
+    vine = run.build_config(run.parse_args(["--env", "Walker2d-v5", "--method", "vine"]))
+    flag = run.build_config(run.parse_args(["--env", "Walker2d-v4", "--method", "vine", "--max-kl", "0.01"]))
+    assert (single.max_kl, vine.max_kl, flag.max_kl) == (0.01, 0.02, 0.01)
+    assert (vine.cg_iters, vine.vf_epochs) == (25, 20)  # the entry itself still applies
+    assert "max_kl" not in describe(single)
+    assert describe(vine).endswith("cg_iters=25, vf_epochs=20, max_kl=0.02 (vine)")
+    assert describe(flag).endswith("max_kl=0.02 (vine) (flag: 0.01)")
+    assert run.build_config(run.parse_args(["--env", "Hopper-v4", "--method", "vine"])).max_kl == 0.01
+
+
 def test_the_help_names_every_entry_and_the_values_it_sets(capsys):
     """run.py --help: the description lists every entry; each flag whose default an entry changes
     names the entry beside the default, so the help cannot fall behind the table."""
@@ -99,3 +113,7 @@ def test_the_help_names_every_entry_and_the_values_it_sets(capsys):
                 continue  # Atari's frame size: --frame-size states it; a default value; no flag (eval_episodes)
             help_text = options.split(flag, 1)[1].split(" --", 1)[0]
             assert name in help_text, (name, flag, help_text)
+    for name, (settings, _) in VINE_TABLE.items():
+        for key in settings:
+            help_text = options.split(f" --{key.replace('_', '-')} ", 1)[1].split(" --", 1)[0]
+            assert name in help_text and "vine" in help_text, (name, key, help_text)

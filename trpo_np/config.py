@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .settings import env_settings
+from .settings import env_settings, vine_settings
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 SAMPLERS = {"single": "single path", "vine": "vine"}  # --method -> the paper's name (Sec. 5.1, 5.2)
@@ -127,7 +127,8 @@ class Config:
 def make_config(env: str | None = None, **settings) -> Config:
     """The settings of a new run, as the command line and :func:`trpo_np.train` build them: the
     defaults for ``env`` (:meth:`Config.for_env`), then ``settings`` (Config field names; None
-    keeps the default; ``atari`` entries are added to the Atari defaults). The vine's batch is
+    keeps the default; ``atari`` entries are added to the Atari defaults). The vine takes the env's
+    vine-only settings (:data:`trpo_np.settings.VINE_TABLE`) unless given; its batch is
     sized for its branches (N·K·T + 2,500 trunk steps) unless ``batch_steps`` is given, and has
     no entropy bonus unless ``ent_coef`` is given.
     Not validated here: :meth:`Config.validate` (the Trainer calls it)."""
@@ -144,6 +145,10 @@ def make_config(env: str | None = None, **settings) -> Config:
         elif name == "hidden":
             v = tuple(v)
         setattr(cfg, name, v)
+    if cfg.method == "vine":  # the vine's own settings for this env (settings.VINE_TABLE), unless given
+        for name, v in vine_settings(cfg.env).items():
+            if settings.get(name) is None:
+                setattr(cfg, name, v)
     if cfg.method == "vine" and settings.get("batch_steps") is None:
         # vine: N·K·T branch steps plus a trunk of 2,500 steps per iteration (see trpo_np/vine.py)
         cfg.batch_steps = cfg.vine_states * cfg.vine_actions * cfg.vine_horizon + 2500

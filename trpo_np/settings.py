@@ -1,4 +1,5 @@
-"""Per-environment settings: the table that ``Config.for_env`` applies over the MuJoCo defaults.
+"""Per-environment settings: the table that ``Config.for_env`` applies over the MuJoCo defaults,
+and a table of the vine's own settings that ``make_config`` applies over it for ``--method vine``.
 
 An entry is matched by the env's name without its version (``Swimmer-v4`` and ``Swimmer-v5``
 both match ``Swimmer``); every Atari id (``ALE/Pong-v5``, ``PongNoFrameskip-v4``) matches
@@ -102,6 +103,21 @@ TABLE = {
 }
 
 
+# Settings of the vine sampler alone (``--method vine``), applied over the env's entry; a flag
+# overrides them too. name: (settings, reason).
+VINE_TABLE = {
+    "Walker2d": (
+        dict(max_kl=0.02),
+        "the vine with δ = 0.01 does not learn Walker2d in 1M steps (983.2 ± 497.5 on seeds 0-4, "
+        "823.3 ± 105.8 on seeds 5-9); with δ = 0.02, 2,628.4 ± 1,436.0 and 1,603.6 ± 1,140.5 (four "
+        "of ten seeds walk), by a rule fixed before the second measurement (its mean final and "
+        "last-5 evaluations both above δ = 0.01's). Still 0.46 of single path's 4,588.3: single path "
+        "is the sampler for Walker2d. Single path did worse with δ = 0.02 (3,871.0 against 4,412.3) "
+        "and Hopper's vine did not gain from it (3,290.1 against 3,390.5)",
+    ),
+}
+
+
 def table_name(env_id: str) -> str:
     """The table key for a gymnasium id: ``Atari`` for ALE ids, else the name without its
     namespace and version (``Walker2d-v5`` -> ``Walker2d``)."""
@@ -116,13 +132,20 @@ def env_settings(env_id: str) -> dict:
     return copy.deepcopy(entry[0]) if entry else {}
 
 
+def vine_settings(env_id: str) -> dict:
+    """The vine-only settings for ``env_id`` (a copy; empty when there are none)."""
+    entry = VINE_TABLE.get(table_name(env_id))
+    return copy.deepcopy(entry[0]) if entry else {}
+
+
 def describe(cfg) -> str:
     """One line saying which table settings a run uses, which of them the method's own rules
     replaced (the vine's, in :func:`trpo_np.config.make_config`) and which a flag replaced."""
     from .config import make_config  # config imports this module
 
     name, settings = table_name(cfg.env), env_settings(cfg.env)
-    if not settings:
+    vine = vine_settings(cfg.env) if cfg.method == "vine" else {}
+    if not settings and not vine:
         return f"settings: no entry for {cfg.env} in trpo_np/settings.py, the defaults"
     rules = make_config(cfg.env, method=cfg.method)  # the table and the method's rules, no flags
     used = []
@@ -132,4 +155,8 @@ def describe(cfg) -> str:
             mine = {k: mine[k] for k in value if k in mine}
         text = f"{key}={value}" if ruled == value else f"{key}={value} ({cfg.method}: {ruled})"
         used.append(text if mine == ruled else f"{text} (flag: {getattr(cfg, key)})")
+    for key, value in vine.items():
+        if key not in settings:  # else said above, as the method's value
+            text = f"{key}={value} (vine)"
+            used.append(text if getattr(cfg, key) == value else f"{text} (flag: {getattr(cfg, key)})")
     return f"settings: entry {name!r} of trpo_np/settings.py: " + ", ".join(used)
