@@ -126,16 +126,15 @@ def table_name(env_id: str) -> str:
     return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
 
 
-def env_settings(env_id: str) -> dict:
-    """The table's settings for ``env_id`` (a copy; empty when the table has no entry)."""
-    entry = TABLE.get(table_name(env_id))
+def env_settings(env_id: str, table: dict = TABLE) -> dict:
+    """``table``'s settings for ``env_id`` (a copy; empty when the table has no entry)."""
+    entry = table.get(table_name(env_id))
     return copy.deepcopy(entry[0]) if entry else {}
 
 
 def vine_settings(env_id: str) -> dict:
-    """The vine-only settings for ``env_id`` (a copy; empty when there are none)."""
-    entry = VINE_TABLE.get(table_name(env_id))
-    return copy.deepcopy(entry[0]) if entry else {}
+    """The vine-only settings for ``env_id`` (:data:`VINE_TABLE`)."""
+    return env_settings(env_id, VINE_TABLE)
 
 
 def describe(cfg) -> str:
