@@ -94,6 +94,7 @@ def test_different_seeds_differ(tmp_path):
     (["--env", "CartPole-v1", "--vf-lr", "inf"], "--vf-lr must be finite"),
     (["--env", "CartPole-v1", "--ent-coef", "-0.01"], "--ent-coef must be finite and >= 0"),
     (["--env", "CartPole-v1", "--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--env", "CartPole-v1", "--train-horizon", "-1"], "--train-horizon must be a non-negative integer"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     out = str(tmp_path / "never")
@@ -186,3 +187,32 @@ def test_normalizers_start_from_a_first_batch():
     obs = seen[0][1]
     assert np.abs(obs.mean(axis=0)).max() < 1 and np.all(obs.std(axis=0) > 0.3) and np.all(obs.std(axis=0) < 2)
     assert trainer.vf.unit == scales[-1]  # V is in the current reward unit (single path as the vine)
+
+
+def test_train_horizon_cuts_training_episodes_not_evaluations(monkeypatch):
+    """--train-horizon N: the training copies' episodes end after N steps as a truncation (so GAE
+    bootstraps them with V), never as a termination; an evaluation plays the env's own limit
+    (Pendulum: 200 steps, no terminal states)."""
+    import gymnasium as gym
+    from trpo_np import evaluation
+
+    cfg = run.build_config(run.parse_args(["--env", "Pendulum-v1", "--train-horizon", "7", "--num-envs", "2"]))
+    trainer = Trainer(cfg, run_dir=None, quiet=True)
+    sampler = trainer.make_sampler()
+    paths = sampler.sample(64).paths
+    sampler.close()
+    t = np.arange(32)[:, None]
+    assert np.array_equal(paths.truncated_te, np.broadcast_to((t + 1) % 7 == 0, (32, 2)))
+    assert not paths.terminated_te.any() and [n for _, n in paths.episodes] == [7] * 8
+
+    class CountSteps(gym.Wrapper):
+        steps = 0
+
+        def step(self, action):
+            CountSteps.steps += 1
+            return super().step(action)
+
+    make_env = evaluation.make_env
+    monkeypatch.setattr(evaluation, "make_env", lambda *a, **k: CountSteps(make_env(*a, **k)))
+    evaluate(cfg, trainer.policy, trainer.obs_rms, 1, seed=0)
+    assert CountSteps.steps == 200

@@ -36,6 +36,9 @@ class Config:
     max_backtracks: int = 10
     fvp_fraction: float = 1.0           # fraction of states used for F v (paper App. C.1 suggests 0.1; the Atari entry uses it)
     chunk: int = 0                      # states per network pass in the update (0: all; images: 256)
+    train_horizon: int = 0              # training episodes are cut after this many steps (truncated:
+                                        # bootstrapped with V, as any time limit); 0: the env's own
+                                        # limit. Evaluations always play the env's own limit
     gamma: float = 0.99
     lam: float = 0.95
     hidden: tuple = (64, 64)
@@ -74,6 +77,9 @@ class Config:
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0, got {v}")
+        if not (isinstance(self.train_horizon, int) and self.train_horizon >= 0):
+            raise ValueError(f"--train-horizon must be a non-negative integer (0: the env's own limit), "
+                             f"got {self.train_horizon}")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
         if not self.atari.get("frame_size", 1) > 0:

@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from . import simstate
+from .atari import is_atari_id
 from .config import DTYPES, Config
 from .distributions import Categorical, DiagGaussian
 from .envs import VectorEnv, check_spaces, is_image_space, make_env
@@ -69,6 +70,16 @@ class RunSeeds:
 # other temporaries: a 5,000-step Pong update took the same CPU time with 128, 256 and 1,024
 # states within the run-to-run noise, and 256 keeps the process smallest (0.20 vs 0.32 GB).
 IMAGE_CHUNK = 256
+
+
+def training_env(cfg: Config) -> dict:
+    """make_env's keyword arguments for the training copies: the run's, with ``train_horizon`` as
+    their time limit where it is set (gym.make's max_episode_steps; Atari: agent steps). Evaluations
+    make their env without it (trpo_np/evaluation.py)."""
+    kwargs = {"env_kwargs": dict(cfg.env_kwargs), **cfg.atari}
+    if cfg.train_horizon:
+        (kwargs if is_atari_id(cfg.env) else kwargs["env_kwargs"])["max_episode_steps"] = cfg.train_horizon
+    return kwargs
 
 
 def make_spaces(cfg: Config):
@@ -232,10 +243,10 @@ class Trainer:
         copies, self.resume_copies = self.resume_copies, None
         key = 0 if copies is not None else self.iteration
         seed = self.seeds.env_seed("envs", key)
-        venv = VectorEnv(cfg.env, self.num_envs, env_kwargs=cfg.env_kwargs, **cfg.atari)  # this rank's copies
+        venv = VectorEnv(cfg.env, self.num_envs, **training_env(cfg))  # this rank's copies
         if cfg.method == "vine":
             from .vine import VineSampler
-            sampler = VineSampler(venv, lambda: make_env(cfg.env, env_kwargs=cfg.env_kwargs, **cfg.atari),
+            sampler = VineSampler(venv, lambda: make_env(cfg.env, **training_env(cfg)),
                                   self.policy, self.vf, self.rng_act, seed, self.seeds.env_seed("branch_envs", key),
                                   self.obs_rms, self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions,
                                   cfg.vine_horizon, self.first, cfg.num_envs)
