@@ -74,7 +74,7 @@ def parse_args(argv=None):
     a("--max-backtracks", type=int, help="line-search trials (default 10)")
     a("--fvp-fraction", type=float, help="fraction of states used for F v (default 1; Atari 0.1)")
     a("--train-horizon", type=int, help="cut training episodes after N steps (a time limit: bootstrapped with V); "
-      "more episode starts per batch; evaluations play the env's own limit (default 0: the env's limit)")
+      "more episode starts per batch; evaluations play the env's own limit (default 0: the env's limit; InvertedDoublePendulum 200)")
     a("--gamma", type=float, help="discount γ (default 0.99; Hopper 0.995, Swimmer 0.9999)")
     a("--lam", type=float, help="GAE λ (default 0.95)")
     a("--hidden", type=str, help="hidden layer sizes, comma separated (default 64,64)")
