@@ -92,27 +92,27 @@ def run_one(job: Job):
     from trpo_np.train import Trainer
 
     warnings.filterwarnings("ignore", message=".*is out of date.*")  # again: gymnasium resets filters on import
-    env_id, method, seed, steps, overrides = job.env_id, job.method, job.seed, job.steps, job.overrides
-    eval_episodes, out, curves, results = job.eval_episodes, job.out, job.curves, job.results
     # the env's entry of the settings table and the vine's rules, as run.py builds them
-    cfg = make_config(env_id, method=method, steps=steps, seed=seed, **overrides)
-    run_dir = os.path.join(out, f"{env_id.replace('/', '_')}-{method}-s{seed}")
+    cfg = make_config(job.env_id, method=job.method, steps=job.steps, seed=job.seed, **job.overrides)
+    name = f"{job.env_id.replace('/', '_')}-{job.method}"
+    run_dir = os.path.join(job.out, f"{name}-s{job.seed}")
     os.makedirs(run_dir, exist_ok=True)
     trainer = Trainer(cfg, run_dir=run_dir, quiet=True)
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
-    rets = evaluate(cfg, trainer.policy, trainer.obs_rms, eval_episodes, seed=trainer.seeds.env_seed("final_eval"))
+    rets = evaluate(cfg, trainer.policy, trainer.obs_rms, job.eval_episodes, seed=trainer.seeds.env_seed("final_eval"))
     evals = [float(r["eval_return_mean"]) for r in progress_rows(run_dir) if r["eval_return_mean"] not in ("", "nan")]
-    if curves is not None:
-        write_curve(run_dir, f"{env_id.replace('/', '_')}-{method}-{curves}-s{seed}", results)
-    return dict(env=env_id, method=method, seed=seed, env_steps=trainer.env_steps, trunk_steps=trainer.trunk_steps,
-                branch_steps=trainer.branch_steps, iterations=trainer.iteration, final_mean=float(np.mean(rets)),
-                final_std=float(np.std(rets)), last5_mean=float(np.mean(evals[-5:])) if evals else float("nan"),
+    if job.curves is not None:
+        write_curve(run_dir, f"{name}-{job.curves}-s{job.seed}", job.results)
+    vine = job.method == "vine"
+    return dict(env=job.env_id, method=job.method, seed=job.seed, env_steps=trainer.env_steps,
+                trunk_steps=trainer.trunk_steps, branch_steps=trainer.branch_steps, iterations=trainer.iteration,
+                final_mean=float(np.mean(rets)), final_std=float(np.std(rets)),
+                last5_mean=float(np.mean(evals[-5:])) if evals else float("nan"),
                 wall_s=wall, eval_s=trainer.eval_time, steps_per_s=trainer.env_steps / wall,
-                vine_states=cfg.vine_states if method == "vine" else "", batch_steps=cfg.batch_steps,
-                vine_actions=cfg.vine_actions if method == "vine" else "",
-                vine_horizon=cfg.vine_horizon if method == "vine" else "")
+                vine_states=cfg.vine_states if vine else "", batch_steps=cfg.batch_steps,
+                vine_actions=cfg.vine_actions if vine else "", vine_horizon=cfg.vine_horizon if vine else "")
 
 
 def table(rows, command: str, jobs: int) -> str:
