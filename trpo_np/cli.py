@@ -73,8 +73,9 @@ def parse_args(argv=None):
     a("--backtrack-coef", type=float, help="line-search shrink factor (default 0.8)")
     a("--max-backtracks", type=int, help="line-search trials (default 10)")
     a("--fvp-fraction", type=float, help="fraction of states used for F v (default 1; Atari 0.1)")
-    a("--train-horizon", type=int, help="cut training episodes after N steps (a time limit: bootstrapped with V); "
-      "more episode starts per batch; evaluations play the env's own limit (default 0: the env's limit; InvertedDoublePendulum 200)")
+    a("--train-horizon", type=int, help="cut training episodes after N steps (a time limit: bootstrapped with V), "
+      "for more episode starts per batch; evaluations play the env's own limit (default 0: the env's limit; "
+      "InvertedDoublePendulum 200)")
     a("--gamma", type=float, help="discount γ (default 0.99; Hopper 0.995, Swimmer 0.9999)")
     a("--lam", type=float, help="GAE λ (default 0.95)")
     a("--hidden", type=str, help="hidden layer sizes, comma separated (default 64,64)")
@@ -114,10 +115,9 @@ def build_config(args):
 
     env = Config.env if args.env is None else args.env
     names = ["method", "steps", "batch_steps", "num_envs", "ranks", "max_kl", "cg_iters", "damping", "ent_coef",
-             "backtrack_coef", "max_backtracks", "fvp_fraction", "train_horizon", "gamma", "lam", "activation", "log_std_init",
-             "cnn",
-             "vf_epochs", "vf_lr", "vf_minibatch", "normalize_obs", "scale_reward", "vine_states", "vine_actions",
-             "vine_horizon", "eval_every", "dtype", "seed"]
+             "backtrack_coef", "max_backtracks", "fvp_fraction", "train_horizon", "gamma", "lam", "activation",
+             "log_std_init", "cnn", "vf_epochs", "vf_lr", "vf_minibatch", "normalize_obs", "scale_reward",
+             "vine_states", "vine_actions", "vine_horizon", "eval_every", "dtype", "seed"]
     env_kwargs = parse_env_kwargs(args.env_kwargs) if args.env_kwargs else None
     cfg = make_config(env, env_kwargs=env_kwargs, **{name: getattr(args, name) for name in names})
     if args.hidden is not None:
