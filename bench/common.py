@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import statistics
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +75,17 @@ def write_curve(run_dir: str, name: str, results: str = RESULTS) -> str:
         for r in progress_rows(run_dir):
             w.writerow([r[k] for k in CURVE_FIELDS])
     return path
+
+
+def median_time(fn, repeats: int) -> float:
+    """Seconds: the median of ``repeats`` timed calls of ``fn``, after one untimed warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(statistics.median(times))
 
 
 def write_result(name: str, lines: list[str]) -> str:

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+from bench.common import machine, median_time, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()
 
@@ -191,16 +190,6 @@ class PhaseConv2d(Conv2d):
         return ry
 
 
-def timed_ms(fn, repeats: int = 15) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
-
-
 def main():
     rng, n = np.random.default_rng(0), 256
     lines = ["# Convolution: im2col blocks (trpo_np.nn.Conv2d) against the phase decomposition", "",
@@ -225,7 +214,7 @@ def main():
             for fn in passes.values():
                 fn(c)
         for name, fn in passes.items():
-            t = [timed_ms(lambda c=c: fn(c)) for c in layers]
+            t = [1e3 * median_time(lambda c=c: fn(c), 15) for c in layers]
             a, b = fn(layers[0]), fn(layers[1])
             a, b = (a if name != "backward" else a[1]), (b if name != "backward" else b[1])
             diff = float(np.abs(a - b).max() / np.abs(a).max())

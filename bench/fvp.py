@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import machine, single_threaded_blas, write_result  # noqa: E402
+from bench.common import machine, median_time, single_threaded_blas, write_result  # noqa: E402
 
 single_threaded_blas()  # as in training
 
@@ -34,16 +34,6 @@ import numpy as np  # noqa: E402
 from trpo_np.distributions import Categorical, DiagGaussian  # noqa: E402
 from trpo_np.nn import atari_cnn, mlp  # noqa: E402
 from trpo_np.policy import Policy, Surrogate, TRPOBatch, single_path_objective  # noqa: E402
-
-
-def median_time(fn, repeats):
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def case(name, dtype, repeats):
