@@ -34,7 +34,8 @@ TABLE = {
         "holds little of the slow forward reward and its Q̂ differences are mostly V's; with T = 12 "
         "one seed in five stayed at the ~150 gait in each of six arms (309.8 ± 82.1), with T = 25 "
         "none of 10 runs did (329.1 ± 24.6 and 327.4 ± 29.8: 0.92 of single path over the 10); "
-        "measured again at the code of 2026-12-07: one of ten did, 313.6 (0.88)",
+        "measured again on 2026-12-07 on another machine (the same code, the same iterations up to "
+        "the machine's rounding): one of ten did, 313.6 (0.88)",
     ),
     "Walker2d": (
         dict(cg_iters=25, vf_epochs=20),
