@@ -65,7 +65,8 @@ def parse_args(argv=None):
     a("--num-envs", type=int, help="env copies stepped together (default 4; Atari 8)")
     a("--ranks", type=int, help="split the run over N MPI ranks on this machine (starts mpiexec -n N; needs "
       "pip install -e '.[mpi]'); for several machines start mpiexec -n N python run.py yourself (default 1)")
-    a("--max-kl", type=float, help="δ, the bound on the mean KL per update (default 0.01; Ant 0.02; Walker2d 0.02 with the vine)")
+    a("--max-kl", type=float, help="δ, the bound on the mean KL per update (default 0.01; Ant 0.02; Walker2d 0.02 "
+      "with the vine)")
     a("--cg-iters", type=int, help="conjugate gradient iterations (default 10; Swimmer, Walker2d, Ant 25)")
     a("--damping", type=float, help="λ added to the Fisher matrix (default 0.1)")
     a("--ent-coef", type=float, help="entropy bonus c: the step optimizes L + c·(mean entropy); not in the "

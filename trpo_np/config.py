@@ -77,11 +77,10 @@ class Config:
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be finite and >= 0, got {v}")
-        if not (isinstance(self.train_horizon, int) and self.train_horizon >= 0):
-            raise ValueError(f"--train-horizon must be a non-negative integer (0: the env's own limit), "
-                             f"got {self.train_horizon}")
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
+        for name in ["train_horizon", "seed"]:
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a non-negative integer, got {v}")
         if not self.atari.get("frame_size", 1) > 0:
             raise ValueError(f"--frame-size must be positive, got {self.atari['frame_size']}")
         sticky = self.atari.get("sticky_actions", 0.0)

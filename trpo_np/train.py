@@ -243,10 +243,11 @@ class Trainer:
         copies, self.resume_copies = self.resume_copies, None
         key = 0 if copies is not None else self.iteration
         seed = self.seeds.env_seed("envs", key)
-        venv = VectorEnv(cfg.env, self.num_envs, **training_env(cfg))  # this rank's copies
+        env_args = training_env(cfg)
+        venv = VectorEnv(cfg.env, self.num_envs, **env_args)  # this rank's copies
         if cfg.method == "vine":
             from .vine import VineSampler
-            sampler = VineSampler(venv, lambda: make_env(cfg.env, **training_env(cfg)),
+            sampler = VineSampler(venv, lambda: make_env(cfg.env, **env_args),
                                   self.policy, self.vf, self.rng_act, seed, self.seeds.env_seed("branch_envs", key),
                                   self.obs_rms, self.reward_scaler, cfg.gamma, cfg.vine_states, cfg.vine_actions,
                                   cfg.vine_horizon, self.first, cfg.num_envs)
